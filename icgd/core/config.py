@@ -55,6 +55,10 @@ def input_error_from(exc: ValidationError, cls: type[BaseModel], prefix: str = "
     message = err["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+    if not loc and ": " in message and message.split(": ", 1)[0].replace(".", "").isidentifier():
+        # A model-level validator names its field as "field: message" (it has no location).
+        sub, message = message.split(": ", 1)
+        field = f"{prefix}.{sub}" if prefix else sub
     if err["type"] not in ("missing",) and "input" in err and not isinstance(err["input"], dict):
         message = f"{message} (got {err['input']!r})"
     return InputError(field, message)

@@ -1,0 +1,21 @@
+"""Reference algorithms as plain batched functions (no Python loop over prompts or points)."""
+
+from icgd.algorithms.gd import (
+    GDResult,
+    best_step_size,
+    empirical_risk_gradient,
+    gradient_descent,
+    preconditioned_gd,
+)
+from icgd.algorithms.least_squares import bayes_posterior_mean, ols, ridge
+
+__all__ = [
+    "GDResult",
+    "bayes_posterior_mean",
+    "best_step_size",
+    "empirical_risk_gradient",
+    "gradient_descent",
+    "ols",
+    "preconditioned_gd",
+    "ridge",
+]

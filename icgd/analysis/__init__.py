@@ -1,0 +1,10 @@
+"""Analysis: metrics that read trained weights and predictions against algorithms and theory."""
+
+from icgd.analysis.preconditioner import (
+    distance_to_identity,
+    effective_preconditioners,
+    identity_scale,
+    whiten,
+)
+
+__all__ = ["distance_to_identity", "effective_preconditioners", "identity_scale", "whiten"]

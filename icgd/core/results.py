@@ -1,0 +1,125 @@
+"""The one result schema (`result.json`) shared by every experiment, and its atomic IO.
+
+    {experiment, status, config, metrics, claims: [{name, statement, measured, expected,
+     tolerance, comparison, passed}], provenance: {icgd, git_commit, torch, device, dtype, seed,
+     wall_seconds}}
+
+A claim states how `measured` is compared with `expected` (`comparison`) and with which
+`tolerance`, so a reader can recompute `passed` from the file alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from icgd.core.errors import InputError
+from icgd.core.io import atomic_write_json
+
+Status = Literal["passed", "failed", "diverged", "interrupted"]
+Comparison = Literal["abs", "rel", "at_most", "at_least"]
+
+_RULES = {
+    "abs": "|measured − expected| ≤ tolerance",
+    "rel": "|measured − expected| ≤ tolerance·|expected|",
+    "at_most": "measured ≤ expected + tolerance",
+    "at_least": "measured ≥ expected − tolerance",
+}
+
+
+class Claim(BaseModel):
+    """One checked statement of a paper: the measured value against the expected one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    statement: str
+    measured: float | None
+    expected: float
+    tolerance: float
+    comparison: Comparison
+    passed: bool
+
+    @property
+    def rule(self) -> str:
+        return _RULES[self.comparison]
+
+
+def make_claim(
+    name: str, statement: str, measured: float, expected: float, tolerance: float, comparison: Comparison
+) -> Claim:
+    """Build a claim and decide `passed` by its comparison rule (NaN never passes)."""
+    m, e, t = float(measured), float(expected), float(tolerance)
+    if not math.isfinite(m):
+        passed = False
+    elif comparison == "abs":
+        passed = abs(m - e) <= t
+    elif comparison == "rel":
+        passed = abs(m - e) <= t * abs(e)
+    elif comparison == "at_most":
+        passed = m <= e + t
+    else:
+        passed = m >= e - t
+    return Claim(
+        name=name,
+        statement=statement,
+        measured=m if math.isfinite(m) else None,
+        expected=e,
+        tolerance=t,
+        comparison=comparison,
+        passed=passed,
+    )
+
+
+class Provenance(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    icgd: str
+    git_commit: str | None = None
+    torch: str
+    device: str
+    dtype: str
+    seed: int
+    wall_seconds: float
+
+
+Metric = float | int | list[float] | None
+
+
+class Result(BaseModel):
+    """The content of a run folder's `result.json`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    experiment: str
+    status: Status
+    config: dict[str, Any]
+    metrics: dict[str, Metric]
+    claims: list[Claim]
+    provenance: Provenance
+    message: str = ""
+
+
+def write_result(path: str | Path, result: Result) -> Path:
+    """Write `result.json` atomically."""
+    return atomic_write_json(path, result.model_dump(mode="json"))
+
+
+def read_result(path: str | Path) -> Result:
+    """Read and validate a `result.json`; a missing or corrupted file is an `InputError`."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(str(path), "no result.json here (is this a run folder?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(str(path), f"cannot read result.json ({exc.__class__.__name__})") from None
+    try:
+        return Result.model_validate(data)
+    except ValidationError as exc:
+        loc = ".".join(str(p) for p in exc.errors()[0]["loc"])
+        raise InputError(str(path), f"not a valid result.json (field {loc or '?'})") from None

@@ -1,0 +1,15 @@
+"""Experiments: one module per paper's claim check, registered by name.
+
+`load_all()` imports every experiment module so the registry is filled; `import icgd` does not.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+MODULES = ("icgd.experiments.looped_gd",)
+
+
+def load_all() -> None:
+    for module in MODULES:
+        importlib.import_module(module)

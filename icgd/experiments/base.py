@@ -1,0 +1,74 @@
+"""What every experiment provides, and what the runner hands it.
+
+An experiment is a class registered with `@register(name)` that has
+- `Config`: its closed config class (derived from `ExperimentConfig`),
+- `summary`: one line for `icgd list`,
+- `run(config, ctx) -> Outcome`: trains/evaluates and returns metrics and arrays,
+- `check(config, metrics) -> list[Claim]`: the paper's claims, each with measured value,
+  expected value and tolerance, computed for whatever setting ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import NonNegativeInt
+
+from icgd.core.config import Config
+from icgd.core.results import Claim, Metric
+
+
+class ExperimentConfig(Config):
+    """Fields every experiment has: the run seed, the device and the floating-point type."""
+
+    seed: NonNegativeInt = 0
+    device: Literal["cpu", "cuda"] = "cpu"
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return torch.float64 if self.dtype == "float64" else torch.float32
+
+
+@dataclass
+class RunContext:
+    """What the runner gives an experiment: where to write, whether to resume, how to report."""
+
+    run_dir: Path
+    resume: bool = False
+    progress: Callable[[str, int, int, dict], None] | None = None  # (task, step, total, record)
+
+    def progress_for(self, task: str) -> Callable[[int, int, dict], None] | None:
+        """A trainer-shaped progress callback labelled with `task`."""
+        if self.progress is None:
+            return None
+        report = self.progress
+        return lambda step, total, record: report(task, step, total, record)
+
+
+@dataclass
+class Outcome:
+    """What `run` returns: scalar/list metrics, tensors for `arrays.safetensors`, and a status."""
+
+    metrics: dict[str, Metric]
+    arrays: dict[str, torch.Tensor] = field(default_factory=dict)
+    diverged: bool = False
+    message: str = ""
+
+
+class Experiment:
+    """Base class (documentation of the contract; subclasses override everything)."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    Config: ClassVar[type[ExperimentConfig]]
+
+    def run(self, config: Any, ctx: RunContext) -> Outcome:  # pragma: no cover - contract
+        raise NotImplementedError
+
+    def check(self, config: Any, metrics: dict[str, Metric]) -> list[Claim]:  # pragma: no cover
+        raise NotImplementedError

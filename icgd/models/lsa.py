@@ -1,0 +1,281 @@
+"""Linear self-attention (LSA) for in-context linear regression, stacked or looped (SPEC §1.1).
+
+Prompt (`icgd.core.prompts.build_prompt`): `Z ∈ R^{(d+1)×(n+1)}`, context columns
+`z_i = [x_i; y_i]`, query column `[x_q; 0]`, batched as `(B, d+1, n+1)`. With the mask
+`M = diag(1, …, 1, 0)` (keys and values come from the n context tokens only)
+one layer with H heads is
+
+    Z_{l+1} = Z_l + (1/n) Σ_h P_{l,h} Z_l M (Z_lᵀ Q_{l,h} Z_l),        ŷ = −[Z_L]_{d+1, n+1}
+
+(Ahn, Cheng, Daneshmand, Sra 2023, "Transformers learn to implement preconditioned gradient
+descent for in-context learning"). A looped model applies one shared set of heads L times, and L can
+be changed at call time (Gatmiry, Saunshi, Reddi, Jegelka, Kumar 2024, "Can looped transformers
+learn to implement multi-step gradient descent for in-context learning?").
+
+Parametrisations of each head (blocks split as d + 1):
+
+- `full`:     free `P, Q ∈ R^{(d+1)×(d+1)}`.
+- `sparse`:   `P = [[0, 0], [0, 1]]`, `Q = −[[A, 0], [0, 0]]` ("GD" form). Only the label row moves
+  and, by induction, it holds the residuals `y_i − x_iᵀ w_l` (query: `−x_qᵀ w_l`) with `w_0 = 0`,
+  `w_{l+1} = w_l − (Σ_h A_{l,h}ᵀ) ∇R(w_l)`, `∇R(w) = Ŝ w − (1/n) Xᵀ y`: preconditioned GD.
+- `sparse_u`: `P = [[0, 0], [uᵀ, 1]]`, `Q = −[[A, 0], [0, 0]]` (Gatmiry's sparse set; they write
+  `Z − (1/n) Attn` with `Q = [[A, 0], [0, 0]]`, the same model).
+- `relaxed`:  `P = [[B, 0], [0, 1]]`, `Q = −[[A, 0], [0, 0]]` (Ahn §5: covariates move too).
+
+Cost. Linear attention is associative, `P Z M (Zᵀ Q Z) = P (Z M Zᵀ) Q Z`, so `full` and
+`relaxed` form the `(d+1)×(d+1)` moment `C = Z M Zᵀ` first: O(n d²) per prompt. `sparse` and
+`sparse_u` move the label row only, O(n d) per prompt (see `_label_row_update`). The explicit
+`(n+1)×(n+1)` score matrix is built only when the `hook_scores.{t}` hook is requested.
+
+Hook points: `hook_z.{t}`, t = 0..L (t = 0 the input, t the output of layer/loop t), and
+`hook_scores.{t}`, t = 1..L, shape (B, H, n+1, n+1): `M Zᵀ Q Z` of layer t computed from `Z_{t-1}`
+(row i = key token i, the query's key row is zero). A hook that replaces the scores makes that
+layer use them: `Z + (1/n) Σ_h P_h Z S_h`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from pydantic import Field, PositiveInt
+from torch import Tensor, nn
+
+from icgd.core.config import Config
+from icgd.models.hooks import (
+    HookFn,
+    HookPoints,
+    NameMatcher,
+    NamesFilter,
+    caching_hook,
+    names_filter_to_predicate,
+)
+
+Parametrisation = Literal["full", "sparse", "sparse_u", "relaxed"]
+
+
+class LSAConfig(Config):
+    """Architecture of a linear self-attention model (everything needed to rebuild it)."""
+
+    d: PositiveInt = 5
+    n_layers: PositiveInt = 3
+    """L: number of stacked layers, or the default loop count of a looped model."""
+    looped: bool = False
+    """True: one shared set of heads applied `n_layers` times (Gatmiry et al. 2024)."""
+    parametrisation: Parametrisation = "sparse"
+    n_heads: PositiveInt = 1
+    init_std: float = Field(default=1e-4, ge=0.0)
+    """Every parameter is drawn from N(0, init_std²) at init."""
+
+
+def hook_names(n_loops: int) -> list[str]:
+    """All hook names of an LSA run with `n_loops` layers/loops, in the order they fire."""
+    names = ["hook_z.0"]
+    for t in range(1, n_loops + 1):
+        names += [f"hook_scores.{t}", f"hook_z.{t}"]
+    return names
+
+
+class LinearSelfAttention(nn.Module):
+    """Stacked or looped multi-head linear self-attention; see the module docstring for the math.
+
+    Parameters, with `n_unique = 1 if config.looped else config.n_layers`, `H = config.n_heads`:
+    `full`: `P`, `Q` (n_unique, H, d+1, d+1); `sparse`: `A` (n_unique, H, d, d);
+    `sparse_u`: `A` and `u` (n_unique, H, d); `relaxed`: `A` and `B` (n_unique, H, d, d).
+    """
+
+    def __init__(
+        self,
+        config: LSAConfig,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.hook_points = HookPoints()
+        d, H = config.d, config.n_heads
+        n_unique = 1 if config.looped else config.n_layers
+        all_shapes: dict[str, dict[str, tuple[int, ...]]] = {
+            "full": {"P": (n_unique, H, d + 1, d + 1), "Q": (n_unique, H, d + 1, d + 1)},
+            "sparse": {"A": (n_unique, H, d, d)},
+            "sparse_u": {"A": (n_unique, H, d, d), "u": (n_unique, H, d)},
+            "relaxed": {"A": (n_unique, H, d, d), "B": (n_unique, H, d, d)},
+        }
+        shapes = all_shapes[config.parametrisation]
+        if generator is None:
+            # Randomness is an argument: without one, a fixed seed rather than global RNG state.
+            generator = torch.Generator().manual_seed(0)
+        for name, shape in shapes.items():
+            # Drawn in float64 on the generator's device, then cast: the same seed gives the same
+            # initial point for every dtype and device.
+            init = torch.randn(
+                shape, generator=generator, dtype=torch.float64, device=generator.device
+            )
+            init = (init * config.init_std).to(device=device, dtype=dtype)
+            self.register_parameter(name, nn.Parameter(init))
+
+    # ----------------------------------------------------------------------------------- math
+
+    def layer_matrices(self) -> tuple[Tensor, Tensor]:
+        """Effective full `P`, `Q` of every unique layer and head, each (n_unique, H, d+1, d+1)."""
+        d = self.config.d
+        kind = self.config.parametrisation
+        if kind == "full":
+            return self.P, self.Q
+        A = self.A  # (n_unique, H, d, d)
+        Q = A.new_zeros(*A.shape[:2], d + 1, d + 1)
+        Q[..., :d, :d] = -A
+        P = A.new_zeros(*A.shape[:2], d + 1, d + 1)
+        P[..., d, d] = 1.0
+        if kind == "sparse_u":
+            P[..., d, :d] = self.u
+        elif kind == "relaxed":
+            P[..., :d, :d] = self.B
+        return P, Q
+
+    def _n_steps(self, n_loops: int | None) -> int:
+        L = self.config.n_layers
+        if n_loops is None:
+            return L
+        if isinstance(n_loops, bool) or not isinstance(n_loops, int) or n_loops < 0:
+            raise ValueError(f"n_loops must be a non-negative integer, got {n_loops!r}")
+        if not self.config.looped and n_loops != L:
+            raise ValueError(
+                f"n_loops={n_loops} given to a stacked model with n_layers={L}; "
+                "only a looped model (config.looped=True) can run a different number of steps"
+            )
+        return n_loops
+
+    def _check_input(self, Z: Tensor) -> None:
+        d = self.config.d
+        if Z.ndim != 3 or Z.shape[1] != d + 1 or Z.shape[2] < 2:
+            raise ValueError(
+                f"Z must have shape (B, d+1, n+1) = (B, {d + 1}, n+1) with n >= 1, "
+                f"got {tuple(Z.shape)}"
+            )
+
+    def _label_row_update(self, Z: Tensor, layer: int) -> Tensor:
+        """`sparse`/`sparse_u`: the change of the label row, (B, n+1), in O(n d) per prompt.
+
+        With `P_h`'s last row `(u_hᵀ, 1)` and `z_iᵀ Q_h z_j = −x_iᵀ A_h x_j`,
+        `Δ_j = −(1/n) Σ_h Σ_{i≤n} (u_hᵀ x_i + r_i) x_iᵀ A_h x_j = −x_jᵀ Σ_h A_hᵀ v_h`,
+        `v_h = (1/n) Xᵀ (r + X u_h)`, for every column j including the query (`u = 0` for sparse).
+        """
+        d = self.config.d
+        n = Z.shape[2] - 1
+        X_all = Z[:, :d, :]  # (B, d, n+1) covariates of every token
+        X = Z[:, :d, :n]  # (B, d, n) context covariates
+        r = Z[:, d, :n]  # (B, n) label row of the context = residuals
+        A = self.A[layer]  # (H, d, d)
+        if self.config.parametrisation == "sparse":
+            g = torch.bmm(X, r.unsqueeze(-1)).squeeze(-1) / n  # (B, d) = (1/n) Xᵀ r
+            w_step = g @ A.sum(dim=0)  # (B, d) = (Σ_h A_h)ᵀ g
+        else:
+            u = self.u[layer]  # (H, d)
+            values = r.unsqueeze(1) + torch.einsum("hd,bdn->bhn", u, X)  # (B, H, n): r + X u_h
+            v = torch.einsum("bhn,bdn->bhd", values, X) / n  # (B, H, d)
+            w_step = torch.einsum("bhd,hde->be", v, A)  # (B, d) = Σ_h A_hᵀ v_h
+        return -torch.bmm(w_step.unsqueeze(1), X_all).squeeze(1)  # (B, n+1): −x_jᵀ w_step
+
+    def _moment_update(self, Z: Tensor, P: Tensor, Q: Tensor) -> Tensor:
+        """`full`/`relaxed`: `(1/n) Σ_h P_h (Z M Zᵀ) Q_h Z`, (B, d+1, n+1); O(n d²) per prompt."""
+        n = Z.shape[2] - 1
+        Zc = Z[:, :, :n]  # (B, d+1, n) context tokens
+        C = torch.bmm(Zc, Zc.transpose(1, 2))  # (B, d+1, d+1) = Z M Zᵀ
+        PC = torch.einsum("hab,Bbc->Bhac", P, C)  # (B, H, d+1, d+1)
+        W = torch.einsum("Bhac,hcd->Bad", PC, Q)  # (B, d+1, d+1) = Σ_h P_h C Q_h
+        return torch.bmm(W, Z) / n
+
+    @staticmethod
+    def scores(Z: Tensor, Q: Tensor) -> Tensor:
+        """The masked score matrices `M Zᵀ Q_h Z`: (B, H, n+1, n+1), the query's key row zeroed."""
+        S = torch.einsum("Bai,hab,Bbj->Bhij", Z, Q, Z)  # (B, H, n+1, n+1), S[i, j] = z_iᵀ Q z_j
+        mask = torch.ones(Z.shape[2], dtype=Z.dtype, device=Z.device)
+        mask[-1] = 0.0  # M = diag(1, …, 1, 0): the query is not a key
+        return S * mask[:, None]
+
+    def _layer(self, Z: Tensor, layer: int, t: int, P: Tensor | None, Q: Tensor | None) -> Tensor:
+        """Layer `layer` of the parameters applied as step `t`; `P`, `Q` from `layer_matrices()`
+        (needed by `full`/`relaxed` and by the scores hook, None otherwise)."""
+        d = self.config.d
+        n = Z.shape[2] - 1
+        name = f"hook_scores.{t}"
+        if P is not None and Q is not None and self.hook_points.active(name):
+            # Inspection path: the explicit (n+1)×(n+1) scores, patchable by the hook.
+            S = self.scores(Z, Q[layer])
+            S_hooked = self.hook_points(name, S)
+            if S_hooked is not S:
+                return Z + torch.einsum("hab,Bbi,Bhij->Baj", P[layer], Z, S_hooked) / n
+        if self.config.parametrisation in ("sparse", "sparse_u"):
+            label = Z[:, d, :] + self._label_row_update(Z, layer)  # (B, n+1)
+            return torch.cat([Z[:, :d, :], label.unsqueeze(1)], dim=1)  # (B, d+1, n+1)
+        assert P is not None and Q is not None
+        return Z + self._moment_update(Z, P[layer], Q[layer])
+
+    # ------------------------------------------------------------------------------- public API
+
+    def forward(self, Z: Tensor, n_loops: int | None = None) -> Tensor:
+        """`Z_L` (B, d+1, n+1) from the prompt `Z_0` (B, d+1, n+1).
+
+        `n_loops` (looped models only) overrides the number of loops; a stacked model accepts only
+        `None` or `n_layers`.
+        """
+        self._check_input(Z)
+        n_steps = self._n_steps(n_loops)
+        wants_scores = any(
+            self.hook_points.active(f"hook_scores.{t}") for t in range(1, n_steps + 1)
+        )
+        if self.config.parametrisation in ("full", "relaxed") or wants_scores:
+            P, Q = self.layer_matrices()  # (n_unique, H, d+1, d+1) each
+        else:
+            P = Q = None  # the sparse fast paths read `A`, `u` directly
+        Z = self.hook_points("hook_z.0", Z)
+        for t in range(1, n_steps + 1):
+            layer = 0 if self.config.looped else t - 1
+            Z = self._layer(Z, layer, t, P, Q)
+            Z = self.hook_points(f"hook_z.{t}", Z)
+        return Z
+
+    def predict(self, Z: Tensor, n_loops: int | None = None) -> Tensor:
+        """`ŷ = −[Z_L]_{d+1, n+1}`: (B,)."""
+        return -self.forward(Z, n_loops=n_loops)[:, -1, -1]
+
+    def hook_names(self, n_loops: int | None = None) -> list[str]:
+        """The hook names a forward pass with `n_loops` (default: `n_layers`) fires."""
+        return hook_names(self._n_steps(n_loops))
+
+    @contextmanager
+    def hooks(
+        self, fwd_hooks: Sequence[tuple[NameMatcher, HookFn]]
+    ) -> Iterator[LinearSelfAttention]:
+        """Attach `[(name or predicate, fn(tensor, name) -> tensor | None)]` inside a `with` block.
+
+        The hooks are always removed on exit, also when the block raises.
+        """
+        with self.hook_points.attach(fwd_hooks):
+            yield self
+
+    def run_with_cache(
+        self, Z: Tensor, n_loops: int | None = None, names_filter: NamesFilter = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """`(Z_L, cache)`: cache maps hook name → detached activation, for names passing the filter.
+
+        `names_filter`: None (all), a name, a list of names or a predicate. Scores are computed only
+        if a `hook_scores.{t}` name passes the filter.
+        """
+        cache: dict[str, Tensor] = {}
+        with self.hooks([(names_filter_to_predicate(names_filter), caching_hook(cache))]):
+            out = self.forward(Z, n_loops=n_loops)
+        return out, cache
+
+    def extra_repr(self) -> str:
+        c = self.config
+        kind = "looped" if c.looped else "stacked"
+        return (
+            f"d={c.d}, L={c.n_layers} ({kind}), parametrisation={c.parametrisation}, "
+            f"heads={c.n_heads}"
+        )

@@ -1,0 +1,1 @@
+"""Reporting: tables and figures drawn from saved run folders only (the one place matplotlib is used)."""

@@ -1,0 +1,55 @@
+"""Figures drawn from a saved run folder (`result.json`, `metrics.jsonl`, `arrays.safetensors`).
+
+Reads files only, so figures can be redrawn without rerunning: `draw_figures(run_dir)`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from icgd.core.results import read_result
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a `metrics.jsonl` (an empty list if the file is missing)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_arrays(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path)) if path.exists() else {}
+
+
+def draw_figures(run_dir: str | Path) -> list[Path]:
+    """Draw every figure of the run's experiment into `run_dir/figures/`; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    from icgd.reporting import looped_gd
+
+    drawers = {"looped-gd": looped_gd.draw}
+    run_dir = Path(run_dir)
+    result = read_result(run_dir / "result.json")
+    if result.experiment not in drawers or result.status == "interrupted":
+        return []
+    out = run_dir / "figures"
+    out.mkdir(exist_ok=True)
+    return drawers[result.experiment](run_dir, result, out)
+
+
+def save(fig, path: Path) -> Path:
+    """Save a figure atomically (temp file, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    from icgd.core.io import atomic_write_bytes
+
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip("."), dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,58 @@
+"""The verdict table and key metrics of a run, rendered with rich from a `Result`."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from icgd.core.results import Result
+
+_SYMBOL = {"abs": "±", "rel": "±rel", "at_most": "≤ +", "at_least": "≥ −"}
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "nan"
+    if isinstance(x, list):
+        return "[" + ", ".join(_fmt(v) for v in x[:6]) + (", …]" if len(x) > 6 else "]")
+    if isinstance(x, int) and not isinstance(x, bool):
+        return str(x)
+    x = float(x)
+    return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.3e}"
+
+
+def verdict_table(result: Result) -> Table:
+    table = Table(title=f"{result.experiment}: {result.status.upper()}", title_justify="left")
+    for column in ("claim", "measured", "expected", "tolerance", "verdict"):
+        table.add_column(column, justify="left" if column == "claim" else "right")
+    for claim in result.claims:
+        verdict = "[green]pass[/]" if claim.passed else "[red]FAIL[/]"
+        tol = f"{_SYMBOL[claim.comparison]}{_fmt(claim.tolerance)}"
+        table.add_row(claim.statement, _fmt(claim.measured), _fmt(claim.expected), tol, verdict)
+    return table
+
+
+def metrics_table(result: Result, keys: list[str] | None = None) -> Table:
+    table = Table(title="metrics", title_justify="left")
+    table.add_column("name")
+    table.add_column("value", justify="right")
+    for key in keys or list(result.metrics):
+        if key in result.metrics:
+            table.add_row(key, _fmt(result.metrics[key]))
+    return table
+
+
+def print_result(result: Result, console: Console | None = None, all_metrics: bool = False) -> None:
+    """Print the verdict table, the key metrics and the provenance line of a run."""
+    console = console or Console()
+    if result.claims:
+        console.print(verdict_table(result))
+    keys = None if all_metrics else [k for k, v in result.metrics.items() if not isinstance(v, list)]
+    if result.metrics:
+        console.print(metrics_table(result, keys))
+    p = result.provenance
+    console.print(
+        f"status: {result.status}"
+        + (f" ({result.message})" if result.message else "")
+        + f" · seed {p.seed} · {p.device}/{p.dtype} · {p.wall_seconds:.1f} s · icgd {p.icgd} · torch {p.torch}"
+    )

@@ -1,0 +1,36 @@
+"""Closed forms and high-precision numerical optima (float64), independent of `icgd.algorithms`.
+
+Imports only `icgd.core`, so every result here is an independent check on the algorithms.
+"""
+
+from icgd.theory.gatmiry import gatmiry_constant, gradient_dominance_constant
+from icgd.theory.looped import LoopedOptimum, looped_loss, optimal_loop_scale
+from icgd.theory.one_layer import (
+    ahn_optimal_preconditioner,
+    expected_s_m_s,
+    one_layer_loss,
+    optimal_one_layer_preconditioner,
+    optimal_one_step_scale,
+)
+from icgd.theory.preconditioner_loss import preconditioner_loss
+from icgd.theory.stacked import StackedOptimum, optimal_layer_scales, stacked_loss
+from icgd.theory.wishart import WishartMoments, whitened_wishart_moments
+
+__all__ = [
+    "LoopedOptimum",
+    "StackedOptimum",
+    "WishartMoments",
+    "ahn_optimal_preconditioner",
+    "expected_s_m_s",
+    "gatmiry_constant",
+    "gradient_dominance_constant",
+    "looped_loss",
+    "one_layer_loss",
+    "optimal_layer_scales",
+    "optimal_loop_scale",
+    "optimal_one_layer_preconditioner",
+    "optimal_one_step_scale",
+    "preconditioner_loss",
+    "stacked_loss",
+    "whitened_wishart_moments",
+]

@@ -1,0 +1,354 @@
+"""The training loop: batched, deterministic, resumable, and stopped by the first NaN/inf.
+
+`train` knows nothing of transformers or tasks: it takes an `nn.Module`, a sampler
+`(batch_size, generator) -> batch` and a loss `(model, batch) -> scalar`, so every model family and
+task of the package trains through the same forty lines.
+
+Determinism. All training randomness comes from the one `generator` passed in, consumed only by
+`sample_batch`. A checkpoint stores everything the remaining updates depend on — weights, optimizer
+and scheduler state, the generator state, and the batch in use — so an interrupted run resumed from
+its checkpoint produces the same weights and the same `metrics.jsonl`, bit for bit, as a run that
+was never interrupted (same device and dtype).
+
+Why the batch in use is part of the checkpoint: with `resample_every = k > 1` one batch serves k
+consecutive updates. A checkpoint taken in the middle of such a window must let the resumed run
+finish the window on the *same* batch; drawing a new one would shift the whole data stream. Rather
+than pickling an arbitrary batch object, we store the generator state from just before the batch
+was drawn and draw it again on resume: `sample_batch` is deterministic given the generator, so this
+re-derives the batch exactly, whatever its type, in a few kilobytes.
+
+Divergence. After each backward pass the loss and every gradient are checked (and after each update
+the weights): on the first non-finite value the update is not taken, the model in memory is put
+back to the last finite weights, the checkpoint on disk is left as it was, and `train` returns
+`status="diverged"` with a message naming the step and the quantity. The check costs one device
+sync per step (two with the weight check), negligible next to a batch of thousands of prompts.
+
+Interruption. Checkpoint files are written atomically (temporary file, then rename) with SIGINT
+deferred until both are written, so Ctrl-C never leaves a half-written or mismatched pair. Any
+exception (KeyboardInterrupt included) propagates unchanged; the caller records `interrupted`.
+`metrics.jsonl` is appended line by line; on resume it is rewritten from the records stored in the
+checkpoint, dropping lines written after it, so it equals the file of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from icgd.core.errors import InputError
+from icgd.core.io import atomic_write_text
+from icgd.training.checkpoint import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    STATE_FILE,
+    load_checkpoint,
+    load_training_state,
+    save_checkpoint,
+)
+from icgd.training.config import TrainConfig
+from icgd.training.optim import clip_per_matrix_, make_optimizer, make_scheduler
+
+STATE_FORMAT = 1
+# Config fields that may change between a run and its resumption: they change what is logged or
+# saved, not the trajectory of the weights (for `steps`, only under a cosine schedule does it).
+_RESUME_MAY_CHANGE = {"steps", "eval_every", "eval_batch_size", "checkpoint_every"}
+_RESERVED_KEYS = {"step", "kind", "loss", "lr"}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `train` did.
+
+    `history` holds the eval records (the `kind == "eval"` lines of `metrics.jsonl`), starting
+    with step 0 of a fresh run. `final_eval_loss` is the held-out loss of the model as returned
+    (after a divergence: of the restored last finite weights). `message` says, for a diverged run,
+    at which step which quantity was non-finite.
+    """
+
+    status: Literal["completed", "diverged"]
+    steps_done: int
+    history: list[dict] = field(default_factory=list)
+    final_eval_loss: float = math.nan
+    message: str = ""
+
+
+def _clean(value: Any) -> Any:
+    """A JSON-safe number: Python float, non-finite as None (JSON has no NaN)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _json_line(record: dict) -> str:
+    return json.dumps(record, allow_nan=False) + "\n"
+
+
+def _all_finite(tensors: list[Tensor]) -> bool:
+    """Whether every entry of every tensor is finite (one host sync)."""
+    if not tensors:
+        return True
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all().item())
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, then raise KeyboardInterrupt (main thread only).
+
+    Used around the two checkpoint writes so an interrupt cannot fall between them.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        restore = previous if previous is not None else signal.default_int_handler
+        signal.signal(signal.SIGINT, restore)
+    if received:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _metrics_writer(run_dir: Path | None, records: list[dict]) -> Iterator[Callable[[dict], None]]:
+    """`write(record)`: append to `records` and, with a run folder, one line to metrics.jsonl.
+
+    The file is first (atomically) rewritten to hold exactly `records`: empty for a fresh run,
+    the checkpoint's records on resume.
+    """
+    if run_dir is None:
+        yield records.append
+        return
+    path = run_dir / METRICS_FILE
+    atomic_write_text(path, "".join(_json_line(r) for r in records))
+    with open(path, "a", encoding="utf-8") as handle:
+
+        def write(record: dict) -> None:
+            records.append(record)
+            handle.write(_json_line(record))
+            handle.flush()
+
+        yield write
+
+
+def _check_resumable(state: dict, config: TrainConfig, file: Path, step: int) -> None:
+    if state.get("format") != STATE_FORMAT:
+        raise InputError(str(file), f"unknown training-state format {state.get('format')!r}")
+    try:
+        saved = TrainConfig.model_validate_json(state["config"]).model_dump()
+    except Exception:
+        raise InputError(str(file), "training state holds no valid training config") from None
+    now = config.model_dump()
+    for key in now:
+        if key not in _RESUME_MAY_CHANGE and saved.get(key) != now[key]:
+            raise InputError(
+                str(file),
+                f"cannot resume with a different training config: {key} was {saved.get(key)!r}, "
+                f"now {now[key]!r}",
+            )
+    if step > config.steps:
+        raise InputError(str(file), f"checkpoint is at step {step}, past steps={config.steps}")
+
+
+def train(
+    model: nn.Module,
+    sample_batch: Callable[[int, torch.Generator], Any],
+    loss_fn: Callable[[nn.Module, Any], Tensor],
+    config: TrainConfig,
+    *,
+    generator: torch.Generator,
+    eval_batch: Any,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    on_eval: Callable[[int, nn.Module], dict[str, float]] | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> TrainResult:
+    """Train `model` in place for `config.steps` updates; see the module docstring for guarantees.
+
+    Args:
+        model: any module; its parameters with `requires_grad` are optimized.
+        sample_batch: `(batch_size, generator) -> batch`, drawing all its randomness from the
+            generator (required for determinism and resumption). Called every
+            `config.resample_every` updates.
+        loss_fn: `(model, batch) -> scalar tensor`, batched (no per-sample Python loop).
+        config: the loop's `TrainConfig`.
+        generator: the training stream; its state is saved in each checkpoint.
+        eval_batch: a fixed held-out batch; `loss_fn(model, eval_batch)` under `torch.no_grad`
+            at step 0, every `eval_every` updates and at the end.
+        run_dir: folder for `checkpoint.safetensors`, `training_state.pt`, `metrics.jsonl`;
+            `None` writes nothing.
+        resume: continue from `run_dir`'s checkpoint (weights are loaded into `model`; the
+            training config must match except `steps`, `eval_*` and `checkpoint_every`).
+        on_eval: `(step, model) -> {name: number}` merged into each eval record. Called with
+            grad enabled, so it may differentiate (e.g. sensitivities w.r.t. the query).
+        progress: `(step, total, latest record)` after every update, e.g. for a progress bar.
+
+    Records (`metrics.jsonl`, one JSON object a line): `{"step", "kind": "train", "loss", "lr",
+    "grad_norm"}` every max(1, steps // 200) updates, where `loss` is the batch loss the update
+    was computed from, `lr` the rate it used and `grad_norm` the global pre-clip gradient norm;
+    `{"step", "kind": "eval", "loss", "lr", ...on_eval}` with `lr` the rate of the next update.
+    `step` counts updates done.
+
+    Returns a `TrainResult`; raises `InputError` for a bad or mismatched checkpoint on resume.
+    """
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if resume and run_dir is None:
+        raise InputError("resume", "resuming needs a run folder (run_dir)")
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError("model has no parameters that require grad")
+    params = [p for _, p in named]
+    optimizer = make_optimizer(params, config.optimizer)
+    scheduler = make_scheduler(optimizer, config.schedule, config.steps)
+    total, every_k = config.steps, config.resample_every
+    log_every = max(1, total // 200)
+
+    records: list[dict] = []
+    step = 0
+    batch: Any = None
+    batch_state: Tensor | None = None  # generator state just before `batch` was drawn
+    checkpoint_step: int | None = None
+    if resume:
+        assert run_dir is not None
+        step = load_checkpoint(run_dir, model)
+        state = load_training_state(run_dir, expected_step=step)
+        _check_resumable(state, config, run_dir / STATE_FILE, step)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            records = [dict(r) for r in state["records"]]
+            batch_state = state["batch_generator_state"]
+            if step < total and step % every_k != 0:
+                # Mid-window: re-draw the batch in use from the state it was drawn with.
+                generator.set_state(batch_state)
+                batch = sample_batch(config.batch_size, generator)
+            generator.set_state(state["generator_state"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            text = " ".join(str(exc).split())[:200]
+            raise InputError(
+                str(run_dir / STATE_FILE), f"cannot restore training state ({text})"
+            ) from None
+        checkpoint_step = step
+
+    def current_lr() -> float:
+        return float(optimizer.param_groups[0]["lr"])
+
+    def evaluate(at: int) -> dict:
+        with torch.no_grad():
+            value = loss_fn(model, eval_batch)
+        record: dict[str, Any] = {
+            "step": at,
+            "kind": "eval",
+            "loss": _clean(value),
+            "lr": current_lr(),
+        }
+        if on_eval is not None:
+            extra = on_eval(at, model)
+            clash = _RESERVED_KEYS & set(extra)
+            if clash:
+                raise ValueError(f"on_eval may not return the reserved keys {sorted(clash)}")
+            record.update({k: _clean(v) for k, v in extra.items()})
+        return record
+
+    def training_state() -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "config": config.model_dump_json(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "generator_state": generator.get_state(),
+            "batch_generator_state": batch_state,
+            "records": records,
+        }
+
+    def diverged(done: int, what: str) -> TrainResult:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            final = float(loss_fn(model, eval_batch))
+        on_disk = f"step {checkpoint_step}" if checkpoint_step is not None else "none"
+        message = (
+            f"diverged at step {done + 1}: {what}; the update was not applied, the model holds "
+            f"the weights of step {done} (last checkpoint on disk: {on_disk})"
+        )
+        history = [r for r in records if r["kind"] == "eval"]
+        return TrainResult("diverged", done, history, final, message)
+
+    snapshot = [p.detach().clone() for p in params]  # last weights verified finite
+    with _metrics_writer(run_dir, records) as write:
+        latest: dict = records[-1] if records else {}
+        if step == 0:
+            latest = evaluate(0)
+            write(latest)
+            if latest["loss"] is None:
+                return diverged(0, "the eval loss of the initial weights is non-finite")
+        while step < total:
+            if step % every_k == 0:
+                batch_state = generator.get_state()
+                batch = sample_batch(config.batch_size, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model, batch)
+            if loss.ndim != 0:
+                raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
+            loss.backward()
+            grads = [p.grad for p in params if p.grad is not None]
+            if not _all_finite([loss.detach(), *grads]):
+                if not math.isfinite(loss.item()):
+                    return diverged(step, f"the training loss is {loss.item()}")
+                bad = next(n for n, p in named if p.grad is not None and not _all_finite([p.grad]))
+                return diverged(step, f"the gradient of {bad!r} is non-finite")
+            norms = clip_per_matrix_(params, config.clip_norm) if config.clip_norm else None
+            lr = current_lr()
+            with torch.no_grad():
+                for saved, p in zip(snapshot, params, strict=True):
+                    saved.copy_(p)
+            optimizer.step()
+            if not _all_finite(params):
+                bad = next(n for n, p in named if not _all_finite([p]))
+                with torch.no_grad():
+                    for saved, p in zip(snapshot, params, strict=True):
+                        p.copy_(saved)
+                return diverged(step, f"the update made {bad!r} non-finite (lr {lr:g})")
+            scheduler.step()
+            step += 1
+
+            if step % log_every == 0:
+                if norms is None:
+                    norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])
+                grad_norm = torch.linalg.vector_norm(norms)
+                latest = {
+                    "step": step,
+                    "kind": "train",
+                    "loss": _clean(loss.detach()),
+                    "lr": lr,
+                    "grad_norm": _clean(grad_norm),
+                }
+                write(latest)
+            if step % config.eval_every == 0 or step == total:
+                latest = evaluate(step)
+                if latest["loss"] is None:
+                    return diverged(step, "the eval loss is non-finite")  # weights of `step` kept
+                write(latest)
+            if run_dir is not None and (step % config.checkpoint_every == 0 or step == total):
+                with _sigint_deferred():
+                    save_checkpoint(run_dir, model, step, training_state())
+                checkpoint_step = step
+            if progress is not None:
+                progress(step, total, latest)
+
+    history = [r for r in records if r["kind"] == "eval"]
+    ended = history and history[-1]["step"] == step
+    final = history[-1]["loss"] if ended else evaluate(step)["loss"]
+    return TrainResult("completed", step, history, math.nan if final is None else final)
+
+
+__all__ = ["TrainResult", "train", "CHECKPOINT_FILE", "STATE_FILE", "METRICS_FILE"]
