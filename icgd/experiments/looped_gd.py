@@ -219,7 +219,7 @@ class LoopedGD:
         }
 
         # Baselines on the same held-out prompts; step sizes line-searched on separate prompts.
-        tune = task.sample(X.shape[0], make_generator(derive_seed(config.seed, "line-search"), X.device))
+        tune = task.sample(4096, make_generator(derive_seed(config.seed, "line-search"), X.device))
         eta_gd = best_step_size(tune.X, tune.y, tune.x_q, tune.y_q, L)
         eta_pgd = best_step_size(tune.X, tune.y, tune.x_q, tune.y_q, L, preconditioner=sigma_inv)
         gd = gradient_descent(X, y, eta_gd, L).predict(x_q)[-1]

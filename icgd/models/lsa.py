@@ -171,14 +171,15 @@ class LinearSelfAttention(nn.Module):
         X = Z[:, :d, :n]  # (B, d, n) context covariates
         r = Z[:, d, :n]  # (B, n) label row of the context = residuals
         A = self.A[layer]  # (H, d, d)
+        H = A.shape[0]
         if self.config.parametrisation == "sparse":
             g = torch.bmm(X, r.unsqueeze(-1)).squeeze(-1) / n  # (B, d) = (1/n) Xᵀ r
             w_step = g @ A.sum(dim=0)  # (B, d) = (Σ_h A_h)ᵀ g
         else:
-            u = self.u[layer]  # (H, d)
-            values = r.unsqueeze(1) + torch.einsum("hd,bdn->bhn", u, X)  # (B, H, n): r + X u_h
-            v = torch.einsum("bhn,bdn->bhd", values, X) / n  # (B, H, d)
-            w_step = torch.einsum("bhd,hde->be", v, A)  # (B, d) = Σ_h A_hᵀ v_h
+            # Plain (batched) matmuls throughout: einsum's generic path is ~15x slower here.
+            values = r.unsqueeze(1) + torch.matmul(self.u[layer], X)  # (B, H, n): r + X u_h
+            v = torch.bmm(values, X.transpose(1, 2)) / n  # (B, H, d) = (1/n) Xᵀ (r + X u_h)
+            w_step = v.reshape(-1, H * d) @ A.reshape(H * d, d)  # (B, d) = Σ_h A_hᵀ v_h
         return -torch.bmm(w_step.unsqueeze(1), X_all).squeeze(1)  # (B, n+1): −x_jᵀ w_step
 
     def _moment_update(self, Z: Tensor, P: Tensor, Q: Tensor) -> Tensor:

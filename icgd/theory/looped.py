@@ -19,6 +19,10 @@ polishing). ``ℓ_L(0) = d``; for L = 1, ``a* = m_1/m_2 = n/(n + d + 1)`` and
 Standard error of ``a*``: delta method. ``a*`` solves ``ℓ̂'(a) = 0``; to first order
 ``a* − a₀ = −(ℓ̂'(a₀) − ℓ'(a₀)) / ℓ''(a₀)``, so ``SE(a*) = SD_s(f'_s(a*)) / (√S ℓ̂''(a*))`` with
 ``f_s`` the per-draw loss polynomial. (Checked against batch means over 32 chunks in the tests.)
+The per-draw values involve ``λ_max^{2L−1}``, which is heavy-tailed, so at large L the SE
+estimate is itself noisy (checked: over 40 seeds at S = 10⁵, L = 4, the delta SE ranged
+0.0015–0.0028 around a seed-to-seed SD of 0.0017). Evaluating the polynomial in the moment basis
+cancels terms up to ~10⁴ times the result at L = 4 (float64 keeps ~12 digits); fine for L ≲ 8.
 """
 
 from __future__ import annotations

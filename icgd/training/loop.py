@@ -84,7 +84,7 @@ class TrainResult:
 
 def _clean(value: Any) -> Any:
     """A JSON-safe number: Python float, non-finite as None (JSON has no NaN)."""
-    value = float(value)
+    value = float(value.detach()) if isinstance(value, Tensor) else float(value)
     return value if math.isfinite(value) else None
 
 
@@ -277,7 +277,7 @@ def train(
             final = float(loss_fn(model, eval_batch))
         on_disk = f"step {checkpoint_step}" if checkpoint_step is not None else "none"
         message = (
-            f"diverged at step {done + 1}: {what}; the update was not applied, the model holds "
+            f"diverged at step {done + 1}: {what}; the update was not kept; the model holds "
             f"the weights of step {done} (last checkpoint on disk: {on_disk})"
         )
         history = [r for r in records if r["kind"] == "eval"]

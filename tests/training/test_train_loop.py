@@ -82,7 +82,7 @@ def config(**overrides) -> TrainConfig:
 
 
 def weight_norm(step: int, model: nn.Module) -> dict[str, float]:
-    return {"w_norm": float(model.W1.norm() * model.W2.norm())}
+    return {"w_norm": float(model.W1.detach().norm() * model.W2.detach().norm())}
 
 
 def weights(model: nn.Module) -> dict[str, torch.Tensor]:
