@@ -35,10 +35,10 @@ from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig, train
 AHN_EIGENVALUES = (1.0, 1.0, 0.25, 0.0625, 1.0)
 
 DEFAULT_TRAIN = TrainConfig(
-    steps=1500,
+    steps=2000,
     batch_size=4096,
-    optimizer=OptimizerConfig(kind="adam", lr=0.01),
-    schedule=ScheduleConfig(kind="step_halving", every=300),
+    optimizer=OptimizerConfig(kind="adam", lr=0.05),
+    schedule=ScheduleConfig(kind="step_halving", every=400),
     clip_norm=0.01,
     resample_every=1,
     eval_every=50,
@@ -76,6 +76,7 @@ class LoopedGDConfig(ExperimentConfig):
     init_std: NonNegativeFloat = 1e-4
     train: TrainConfig = DEFAULT_TRAIN
     test_loops_factor: Annotated[int, Field(ge=2, le=16)] = 4  # test-time loops K = 1 … factor·L
+    test_batch_size: Annotated[int, Field(ge=16)] = 65536  # fresh prompts for the final numbers
     theory_samples: Annotated[int, Field(ge=1000)] = 200_000
     tolerances: Tolerances = Tolerances()
 
@@ -138,7 +139,7 @@ class LoopedGD:
         )
         sigma, sigma_inv = task.sigma, task.sigma_inv
         held_out = task.sample(config.train.eval_batch_size, make_generator(derive_seed(config.seed, "eval"), device))
-        eval_batch = (held_out.prompt(), held_out.y_q)
+        eval_batch = (held_out.prompt(), held_out.y_q)  # the training curve's fixed held-out batch
 
         def sample(batch_size: int, generator: torch.Generator):
             b = task.sample(batch_size, generator)
@@ -192,8 +193,12 @@ class LoopedGD:
             return Outcome(metrics={"diverged_at": looped_run.steps_done}, diverged=True, message=looped_run.message)
         stacked_model, stacked_run = fit(False, "stacked", "stacked")
 
-        metrics, arrays = self._analyse(config, task, held_out, looped_model, stacked_model)
-        metrics["loss_stacked"] = stacked_run.final_eval_loss if stacked_run.status == "completed" else float("nan")
+        # Final numbers on a larger set of fresh prompts, so their standard errors are small.
+        test = task.sample(config.test_batch_size, make_generator(derive_seed(config.seed, "test"), device))
+        metrics, arrays = self._analyse(config, task, test, looped_model, stacked_model)
+        with torch.no_grad():
+            stacked_errors = (stacked_model.predict(test.prompt()) - test.y_q) ** 2
+        metrics["loss_stacked"] = float(stacked_errors.mean()) if stacked_run.status == "completed" else float("nan")
         arrays["sigma"] = sigma
         return Outcome(metrics=metrics, arrays=arrays)
 
