@@ -39,6 +39,9 @@ def list_experiments() -> None:
 @app.command("run")
 def run(
     name: Annotated[str, typer.Argument(help="experiment name (see `icgd list`)")],
+    more: Annotated[
+        Optional[list[str]], typer.Argument(help="more key=value overrides, as in `--set loops=5 d=10`")
+    ] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML config file")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override key=value (dotted keys)")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="run seed")] = None,
@@ -55,6 +58,10 @@ def run(
     from icgd.reporting.tables import print_result
 
     load_all()
+    set_ = [*(set_ or []), *(more or [])]
+    for text in more or []:
+        if "=" not in text:
+            raise InputError("--set", f"expected key=value, got {text!r}")
     if device is not None and device not in ("cpu", "cuda"):
         raise InputError("--device", f"unknown device {device!r}; allowed: cpu, cuda")
     if seed is not None and seed < 0:
@@ -111,19 +118,26 @@ def show(
     print_result(read_result(run_dir / "result.json"), console, all_metrics=all_metrics)
 
 
+_INTERRUPTED = "interrupted: the run folder records status 'interrupted'; continue it with --resume"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and map every failure to a one-line message and an exit code."""
     command = typer.main.get_command(app)
     err = Console(stderr=True)
     try:
-        command.main(args=argv if argv is not None else sys.argv[1:], prog_name="icgd", standalone_mode=False)
+        # With standalone_mode=False the parser *returns* the code of a `typer.Exit` raised by a
+        # command (and turns Ctrl-C into exit code 130) instead of raising it.
+        code = command.main(
+            args=argv if argv is not None else sys.argv[1:], prog_name="icgd", standalone_mode=False
+        )
     except InputError as exc:
         err.print(f"error: {exc.field}: {exc.message}", highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as exc:
         return exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        err.print("interrupted: the run folder records status 'interrupted'; continue it with --resume")
+        err.print(_INTERRUPTED)
         return 130
     except Exception as exc:
         # Usage errors of the CLI parser (unknown option, missing argument, bad type). Matched by
@@ -137,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             message = " ".join(exc.format_message().split())
             err.print(f"error: {message}", highlight=False, soft_wrap=True)
         return getattr(exc, "exit_code", 2) or 2
-    return 0
+    code = code if isinstance(code, int) and not isinstance(code, bool) else 0
+    if code == 130:
+        err.print(_INTERRUPTED, highlight=False)
+    return code
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ def _preconditioner(model) -> torch.Tensor:
 def _u_ratio(model) -> float:
     if not hasattr(model, "u"):
         return 0.0
-    return float(model.u.norm() / model.A.norm())
+    return float(model.u.detach().norm() / model.A.detach().norm())
 
 
 @register("looped-gd")
