@@ -53,8 +53,13 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
 
     task = LinearRegression(
-        LinearRegressionConfig(d=d, n=n, covariance="rotated", eigenvalues=(1, 1, 0.25, 0.0625, 1),
-                               weight_prior="inverse_covariance"),
+        LinearRegressionConfig(
+            d=d,
+            n=n,
+            covariance="rotated",
+            eigenvalues=(1, 1, 0.25, 0.0625, 1),
+            weight_prior="inverse_covariance",
+        ),
         device=device,
     )
     model = LinearSelfAttention(
@@ -116,7 +121,8 @@ def main() -> None:
         "forward + backward": 3 * fwd,  # backward of matmuls ≈ twice the forward
         "reference: torch.bmm Z Zᵀ": moment_flops,
     }
-    print(f"device={device} threads={torch.get_num_threads()} B={B} d={d} n={n} L={L} torch {torch.__version__}")
+    print(f"device={device} threads={torch.get_num_threads()} B={B} d={d} n={n} L={L}", end=" ")
+    print(f"torch {torch.__version__}")
     print(f"{'what':<28}{'ms':>10}{'GFLOP/s':>10}")
     for name, seconds in rows.items():
         rate = f"{gflops[name] / seconds / 1e9:10.2f}" if name in gflops else f"{'':>10}"
@@ -124,7 +130,8 @@ def main() -> None:
     ref = moment_flops / rows["reference: torch.bmm Z Zᵀ"]
     mine = 3 * fwd / rows["forward + backward"]
     print(f"forward+backward rate / bmm rate = {mine / ref:.2f}")
-    print(f"naive scores forward / fast forward = {rows['forward (naive scores)'] / rows['forward (fast path)']:.1f}x")
+    speedup = rows["forward (naive scores)"] / rows["forward (fast path)"]
+    print(f"naive scores forward / fast forward = {speedup:.1f}x")
 
 
 if __name__ == "__main__":

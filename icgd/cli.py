@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -40,20 +40,30 @@ def list_experiments() -> None:
 def run(
     name: Annotated[str, typer.Argument(help="experiment name (see `icgd list`)")],
     more: Annotated[
-        Optional[list[str]], typer.Argument(help="more key=value overrides, as in `--set loops=5 d=10`")
+        list[str] | None,
+        typer.Argument(help="more key=value overrides, as in `--set loops=5 d=10`"),
     ] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML config file")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override key=value (dotted keys)")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="run seed")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="run folder (new or empty)")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda")] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="continue an unfinished run folder")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML config file")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override key=value (dotted keys)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="run seed")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="run folder (new or empty)")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda")] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="continue an unfinished run folder")
+    ] = None,
 ) -> None:
     """Train, analyse and check an experiment's claims; write a run folder; print the verdict."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from icgd.experiments import load_all
-    from icgd.experiments.runner import load_resumable, prepare_run_dir, resolve_config, run_experiment
+    from icgd.experiments.runner import (
+        load_resumable,
+        prepare_run_dir,
+        resolve_config,
+        run_experiment,
+    )
     from icgd.reporting.figures import draw_figures
     from icgd.reporting.tables import print_result
 
@@ -68,7 +78,10 @@ def run(
         raise InputError("--seed", f"must be a non-negative integer, got {seed}")
     if resume is not None:
         if config is not None or set_ or seed is not None or device is not None or out is not None:
-            raise InputError("--resume", "continues a run with its saved config; drop --config/--set/--seed/--device/--out")
+            raise InputError(
+                "--resume",
+                "continues a run with its saved config; drop --config/--set/--seed/--device/--out",
+            )
         cfg = load_resumable(name, resume)
         run_dir = resume
     else:
@@ -98,8 +111,12 @@ def run(
     try:
         for path in draw_figures(run_dir):
             console.print(f"figure: {path}", highlight=False)
-    except Exception as exc:  # figures are redrawable from the saved files; never lose a run for them
-        console.print(f"warning: figures not drawn ({exc.__class__.__name__}: {exc})", highlight=False)
+    except (
+        Exception
+    ) as exc:  # figures are redrawable from the saved files; never lose a run for them
+        console.print(
+            f"warning: figures not drawn ({exc.__class__.__name__}: {exc})", highlight=False
+        )
     print_result(result, console)
     raise typer.Exit(0 if result.status == "passed" else 1)
 
@@ -107,7 +124,9 @@ def run(
 @app.command("show")
 def show(
     run_dir: Annotated[Path, typer.Argument(help="a run folder")],
-    all_metrics: Annotated[bool, typer.Option("--all", help="also print list-valued metrics")] = False,
+    all_metrics: Annotated[
+        bool, typer.Option("--all", help="also print list-valued metrics")
+    ] = False,
 ) -> None:
     """Print the verdict table and key metrics of a finished run folder."""
     from icgd.core.results import read_result

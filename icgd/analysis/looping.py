@@ -15,13 +15,17 @@ from torch import Tensor
 
 @torch.no_grad()
 def loop_squared_errors(model, Z: Tensor, y_q: Tensor, loops: Sequence[int]) -> Tensor:
-    """Per-prompt squared error `(ŷ_K − y_q)²` for every loop count K. Z: (B, d+1, n+1) → (len(loops), B).
+    """Per-prompt squared error `(ŷ_K − y_q)²` for every loop count K.
+
+    Z: (B, d+1, n+1), y_q: (B,) → (len(loops), B).
 
     One pass of max(loops) loops, reading the prediction after each loop from the hook cache, so
     the cost is that of the longest run only.
     """
     K_max = max(loops)
-    _, cache = model.run_with_cache(Z, n_loops=K_max, names_filter=lambda name: name.startswith("hook_z."))
+    _, cache = model.run_with_cache(
+        Z, n_loops=K_max, names_filter=lambda name: name.startswith("hook_z.")
+    )
     predictions = torch.stack([-cache[f"hook_z.{k}"][:, -1, -1] for k in loops])  # (K, B)
     return (predictions - y_q) ** 2
 

@@ -39,7 +39,9 @@ def whiten(A: Tensor, sigma: Tensor) -> Tensor:
 
 
 def effective_preconditioners(P: Tensor, Q: Tensor) -> Tensor:
-    """The preconditioner Γ_l each layer applies to the empirical gradient, `Γ = −Σ_h P_h[d,d] Q_h[:d,:d]ᵀ`.
+    """The preconditioner Γ_l each layer applies to the empirical gradient.
+
+    `Γ = −Σ_h P_h[d,d] Q_h[:d,:d]ᵀ`.
 
     P, Q: (L, H, d+1, d+1) from `model.layer_matrices()` → Γ: (L, d, d).
 

@@ -7,11 +7,12 @@ dotted field and what is allowed.
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from icgd.core.errors import InputError
 
@@ -23,6 +24,28 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, data: Any) -> Any:
+        """Reject `true`/`false` given for a number (pydantic would read them as 1/0)."""
+        if isinstance(data, dict):
+            for name, info in cls.model_fields.items():
+                value = data.get(name)
+                if isinstance(value, bool) and _number_only(info.annotation):
+                    raise ValueError(f"{name}: expected a number, got a boolean ({value})")
+        return data
+
+
+def _number_only(annotation: Any) -> bool:
+    """Whether `annotation` is int or float (maybe constrained or optional), not admitting bool."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _number_only(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return bool(args) and all(_number_only(a) for a in args)
+    return annotation in (int, float)
+
 
 def _allowed_fields(cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
     """The field names of the (nested) model at `loc`, to tell the user what is allowed."""
@@ -33,7 +56,9 @@ def _allowed_fields(cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
             return sorted(fields) if fields else None
         annotation = fields[part].annotation
         candidates = [annotation, *getattr(annotation, "__args__", ())]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
         if model is None:
             return None
     return sorted(model.model_fields) if model is not None else None
@@ -55,10 +80,13 @@ def input_error_from(exc: ValidationError, cls: type[BaseModel], prefix: str = "
     message = err["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
-    if not loc and ": " in message and message.split(": ", 1)[0].replace(".", "").isidentifier():
-        # A model-level validator names its field as "field: message" (it has no location).
-        sub, message = message.split(": ", 1)
-        field = f"{prefix}.{sub}" if prefix else sub
+    head = message.split(": ", 1)[0] if ": " in message else ""
+    if head.split(".")[0] in (_allowed_fields(cls, loc) or ()):
+        # A model-level validator (of the top model or a nested one) names its field as
+        # "field: message", since pydantic locates its error at the model, not the field.
+        message = message.split(": ", 1)[1]
+        field = ".".join([*(str(p) for p in loc), head])
+        field = f"{prefix}.{field}" if prefix else field
     if err["type"] not in ("missing",) and "input" in err and not isinstance(err["input"], dict):
         message = f"{message} (got {err['input']!r})"
     return InputError(field, message)
@@ -67,7 +95,9 @@ def input_error_from(exc: ValidationError, cls: type[BaseModel], prefix: str = "
 def validate_config(cls: type[C], data: Any, prefix: str = "") -> C:
     """`cls.model_validate(data)` with errors turned into `InputError`."""
     if not isinstance(data, dict):
-        raise InputError(prefix or "config", f"expected a mapping of keys to values, got {type(data).__name__}")
+        raise InputError(
+            prefix or "config", f"expected a mapping of keys to values, got {type(data).__name__}"
+        )
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
@@ -75,7 +105,7 @@ def validate_config(cls: type[C], data: Any, prefix: str = "") -> C:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Parse ``key.sub=value``; the value is read as YAML (so `3`, `1e-3`, `[1, 2]`, `true` work)."""
+    """Parse ``key.sub=value``; the value is YAML (`3`, `1e-3`, `[1, 2]`, `true`, `null`)."""
     if "=" not in text:
         raise InputError("--set", f"expected key=value, got {text!r}")
     key, raw = text.split("=", 1)
@@ -101,12 +131,16 @@ def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
         for i, part in enumerate(path[:-1]):
             if not isinstance(node, dict) or part not in node:
                 allowed = sorted(node) if isinstance(node, dict) else []
-                raise InputError(".".join(path[: i + 1]), f"unknown key; allowed keys: {', '.join(allowed)}")
+                raise InputError(
+                    ".".join(path[: i + 1]), f"unknown key; allowed keys: {', '.join(allowed)}"
+                )
             if node[part] is None:
                 node[part] = {}
             node = node[part]
         if not isinstance(node, dict):
-            raise InputError(".".join(path), "cannot set a sub-key of a value that is not a mapping")
+            raise InputError(
+                ".".join(path), "cannot set a sub-key of a value that is not a mapping"
+            )
         node[path[-1]] = value
     return validate_config(type(config), data)
 
@@ -115,9 +149,11 @@ def load_yaml(path: str | Path) -> Any:
     """Read a YAML file; a missing or malformed file is an `InputError` naming the path."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(str(path), f"cannot read file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise InputError(str(path), "not a text file (not valid UTF-8)") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -126,10 +162,30 @@ def load_yaml(path: str | Path) -> Any:
         raise InputError(str(path), f"not valid YAML{where}") from None
 
 
+def _merged(base: Any, update: Any) -> Any:
+    """`update` laid over `base`: mappings are merged key by key, anything else is replaced."""
+    if not (isinstance(base, dict) and isinstance(update, dict)):
+        return update
+    return {**base, **{k: _merged(base.get(k), v) for k, v in update.items()}}
+
+
 def load_config(cls: type[C], path: str | Path) -> C:
-    """Load and validate a YAML config file of type `cls` (an empty file gives the defaults)."""
+    """Load and validate a YAML config file of type `cls` (an empty file gives the defaults).
+
+    The file is laid over the defaults key by key, as `--set` overrides are: a file holding only
+    `train: {steps: 500}` keeps the experiment's default optimizer, schedule and batch size.
+    """
     data = load_yaml(path)
-    return validate_config(cls, {} if data is None else data, prefix="")
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise InputError(
+            str(path), f"expected a mapping of config keys to values, got a {type(data).__name__}"
+        )
+    try:
+        defaults = cls().model_dump(mode="python")
+    except ValidationError:  # a config class with required fields has no defaults to merge onto
+        defaults = {}
+    return validate_config(cls, _merged(defaults, data))
 
 
 def config_to_yaml(config: Config) -> str:

@@ -46,7 +46,9 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n")
 
 
-def atomic_save_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
+def atomic_save_safetensors(
+    path: str | Path, tensors: dict, metadata: dict[str, str] | None = None
+) -> Path:
     """Save a dict of tensors with safetensors, atomically (tensors are made contiguous on CPU)."""
     from safetensors.torch import save_file
 

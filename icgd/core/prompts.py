@@ -29,6 +29,6 @@ def read_prediction(Z: torch.Tensor) -> torch.Tensor:
 
 
 def split_prompt(Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inverse of `build_prompt` on the covariate rows: returns X (B, n, d), y (B, n), x_q (B, d)."""
+    """Inverse of `build_prompt`: X (B, n, d), y (B, n), x_q (B, d)."""
     d = Z.shape[1] - 1
     return Z[:, :d, :-1].transpose(1, 2), Z[:, d, :-1], Z[:, :d, -1]

@@ -27,7 +27,9 @@ def register(name: str) -> Callable[[T], T]:
 def get(name: str) -> object:
     """The experiment registered as `name`; an unknown name is an `InputError` listing the names."""
     if name not in _EXPERIMENTS:
-        raise InputError("experiment", f"unknown experiment {name!r}; allowed: {', '.join(sorted(_EXPERIMENTS))}")
+        raise InputError(
+            "experiment", f"unknown experiment {name!r}; allowed: {', '.join(sorted(_EXPERIMENTS))}"
+        )
     return _EXPERIMENTS[name]
 
 

@@ -50,7 +50,12 @@ class Claim(BaseModel):
 
 
 def make_claim(
-    name: str, statement: str, measured: float, expected: float, tolerance: float, comparison: Comparison
+    name: str,
+    statement: str,
+    measured: float,
+    expected: float,
+    tolerance: float,
+    comparison: Comparison,
 ) -> Claim:
     """Build a claim and decide `passed` by its comparison rule (NaN never passes)."""
     m, e, t = float(measured), float(expected), float(tolerance)

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
-from pydantic import NonNegativeInt
+from pydantic import Field
 
 from icgd.core.config import Config
 from icgd.core.results import Claim, Metric
@@ -25,7 +25,7 @@ from icgd.core.results import Claim, Metric
 class ExperimentConfig(Config):
     """Fields every experiment has: the run seed, the device and the floating-point type."""
 
-    seed: NonNegativeInt = 0
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0  # torch generators take 64-bit seeds
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
 

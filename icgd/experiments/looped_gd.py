@@ -29,7 +29,12 @@ from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.base import ExperimentConfig, Outcome, RunContext
 from icgd.models import LinearSelfAttention, LSAConfig
 from icgd.tasks import LinearRegression, LinearRegressionConfig
-from icgd.theory import gatmiry_constant, optimal_layer_scales, optimal_loop_scale, preconditioner_loss
+from icgd.theory import (
+    gatmiry_constant,
+    optimal_layer_scales,
+    optimal_loop_scale,
+    preconditioner_loss,
+)
 from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig, train
 
 AHN_EIGENVALUES = (1.0, 1.0, 0.25, 0.0625, 1.0)
@@ -64,13 +69,15 @@ class LoopedGDConfig(ExperimentConfig):
     (ours, so that `--set d=10` works without also giving a spectrum).
     """
 
-    d: PositiveInt = 5
-    n: PositiveInt = 20
+    d: Annotated[int, Field(gt=0, le=1024)] = 5
+    n: Annotated[int, Field(gt=0, le=100_000)] = 20
     covariance: Literal["identity", "eigenvalues", "rotated"] = "rotated"
     eigenvalues: tuple[PositiveFloat, ...] | None = None
-    weight_prior: Literal["identity", "inverse_covariance", "scaled_identity"] = "inverse_covariance"
+    weight_prior: Literal["identity", "inverse_covariance", "scaled_identity"] = (
+        "inverse_covariance"
+    )
     noise_std: NonNegativeFloat = 0.0
-    loops: PositiveInt = 3
+    loops: Annotated[int, Field(gt=0, le=64)] = 3
     parametrisation: Literal["sparse_u", "sparse"] = "sparse_u"
     n_heads: PositiveInt = 1
     init_std: NonNegativeFloat = 1e-4
@@ -88,7 +95,9 @@ class LoopedGDConfig(ExperimentConfig):
     def task_config(self) -> LinearRegressionConfig:
         eigenvalues = None
         if self.covariance != "identity":
-            eigenvalues = self.eigenvalues or tuple(AHN_EIGENVALUES[i % 5] for i in range(self.d))
+            eigenvalues = self.eigenvalues
+            if eigenvalues is None:
+                eigenvalues = tuple(AHN_EIGENVALUES[i % 5] for i in range(self.d))
         from pydantic import ValidationError
 
         try:
@@ -129,16 +138,21 @@ def _u_ratio(model) -> float:
 
 @register("looped-gd")
 class LoopedGD:
-    summary = "Gatmiry et al. 2024: a looped linear transformer learns multi-step preconditioned GD (A → a*·Σ⁻¹)"
+    summary = "Gatmiry et al. 2024: looped linear attention learns multi-step preconditioned GD"
     Config = LoopedGDConfig
 
     def run(self, config: LoopedGDConfig, ctx: RunContext) -> Outcome:
         device, dtype, L = torch.device(config.device), config.torch_dtype, config.loops
         task = LinearRegression(
-            config.task_config(), rotation_seed=derive_seed(config.seed, "rotation"), device=device, dtype=dtype
+            config.task_config(),
+            rotation_seed=derive_seed(config.seed, "rotation"),
+            device=device,
+            dtype=dtype,
         )
-        sigma, sigma_inv = task.sigma, task.sigma_inv
-        held_out = task.sample(config.train.eval_batch_size, make_generator(derive_seed(config.seed, "eval"), device))
+        sigma = task.sigma
+        held_out = task.sample(
+            config.train.eval_batch_size, make_generator(derive_seed(config.seed, "eval"), device)
+        )
         eval_batch = (held_out.prompt(), held_out.y_q)  # the training curve's fixed held-out batch
 
         def sample(batch_size: int, generator: torch.Generator):
@@ -148,7 +162,7 @@ class LoopedGD:
         grad_exponent = (2 * L - 1) / L
 
         def track(step: int, model) -> dict[str, float]:
-            """Distances to I along training and the gradient-dominance ratio ‖∇_A ℓ‖² / ℓ^{(2L−1)/L}."""
+            """Distances to I along training; gradient-dominance ratio ‖∇_A ℓ‖² / ℓ^{(2L−1)/L}."""
             gamma = _preconditioner(model).detach()
             with torch.enable_grad():
                 loss = _mse(model, (eval_batch[0][:2048], eval_batch[1][:2048]))
@@ -158,7 +172,9 @@ class LoopedGD:
                 "dist_raw": float(distance_to_identity(gamma)),
                 "alpha": float(identity_scale(whiten(gamma, sigma))),
                 "u_ratio": _u_ratio(model),
-                "grad_dominance": float(grad_A.pow(2).sum() / loss.detach().clamp_min(1e-30) ** grad_exponent),
+                "grad_dominance": float(
+                    grad_A.pow(2).sum() / loss.detach().clamp_min(1e-30) ** grad_exponent
+                ),
             }
 
         def fit(looped: bool, sub: str, label: str):
@@ -190,15 +206,23 @@ class LoopedGD:
 
         looped_model, looped_run = fit(True, "", "looped")
         if looped_run.status == "diverged":
-            return Outcome(metrics={"diverged_at": looped_run.steps_done}, diverged=True, message=looped_run.message)
+            return Outcome(
+                metrics={"diverged_at": looped_run.steps_done},
+                diverged=True,
+                message=looped_run.message,
+            )
         stacked_model, stacked_run = fit(False, "stacked", "stacked")
 
         # Final numbers on a larger set of fresh prompts, so their standard errors are small.
-        test = task.sample(config.test_batch_size, make_generator(derive_seed(config.seed, "test"), device))
+        test = task.sample(
+            config.test_batch_size, make_generator(derive_seed(config.seed, "test"), device)
+        )
         metrics, arrays = self._analyse(config, task, test, looped_model, stacked_model)
         with torch.no_grad():
             stacked_errors = (stacked_model.predict(test.prompt()) - test.y_q) ** 2
-        metrics["loss_stacked"] = float(stacked_errors.mean()) if stacked_run.status == "completed" else float("nan")
+        metrics["loss_stacked"] = (
+            float(stacked_errors.mean()) if stacked_run.status == "completed" else float("nan")
+        )
         arrays["sigma"] = sigma
         return Outcome(metrics=metrics, arrays=arrays)
 
@@ -254,7 +278,9 @@ class LoopedGD:
             "fraction_diverging": divergence_fraction(gamma, X),
         }
         arrays = {"A": gamma.T.contiguous(), "preconditioner": gamma, "whitened": whitened}
-        arrays["stacked_preconditioners"] = effective_preconditioners(*stacked.layer_matrices()).detach()
+        arrays["stacked_preconditioners"] = effective_preconditioners(
+            *stacked.layer_matrices()
+        ).detach()
         stacked_whitened = whiten(arrays["stacked_preconditioners"], sigma)
         metrics["alphas_stacked"] = sorted(identity_scale(stacked_whitened).tolist())
         return metrics, arrays
@@ -282,11 +308,18 @@ class LoopedGD:
 
         def loss(a: float) -> tuple[float, float]:
             return preconditioner_loss(
-                (a * sigma_inv).expand(L, d, d), sigma, n, weight_cov=weight_cov,
-                noise_std=config.noise_std, n_samples=samples, seed=config.seed,
+                (a * sigma_inv).expand(L, d, d),
+                sigma,
+                n,
+                weight_cov=weight_cov,
+                noise_std=config.noise_std,
+                n_samples=samples,
+                seed=config.seed,
             )
 
-        best = minimize_scalar(lambda a: loss(a)[0], bounds=(0.0, 2.0), method="bounded", options={"xatol": 1e-5})
+        best = minimize_scalar(
+            lambda a: loss(a)[0], bounds=(0.0, 2.0), method="bounded", options={"xatol": 1e-5}
+        )
         value, se = loss(float(best.x))
         return {
             "alpha_theory": float(best.x),
@@ -301,23 +334,56 @@ class LoopedGD:
         tol, L = config.tolerances, config.loops
         claims = []
         if config.parametrisation == "sparse_u":
-            claims.append(make_claim(
-                "u_vanishes", "u → 0: ‖u‖/‖A‖_F", metrics["u_ratio"], 0.0, tol.u_ratio, "at_most"))
+            claims.append(
+                make_claim(
+                    "u_vanishes",
+                    "u → 0: ‖u‖/‖A‖_F",
+                    metrics["u_ratio"],
+                    0.0,
+                    tol.u_ratio,
+                    "at_most",
+                )
+            )
         claims += [
             make_claim(
-                "whitened_is_identity", "Σ^½AΣ^½ ∝ I: Dist(Σ^½AΣ^½, I)",
-                metrics["dist_whitened"], 0.0, tol.dist_whitened, "at_most"),
+                "whitened_is_identity",
+                "Σ^½AΣ^½ ∝ I: Dist(Σ^½AΣ^½, I)",
+                metrics["dist_whitened"],
+                0.0,
+                tol.dist_whitened,
+                "at_most",
+            ),
             make_claim(
-                "raw_is_inverse_covariance", "A ∝ Σ⁻¹, not I: Dist(A, I) vs Dist(Σ⁻¹, I)",
-                metrics["dist_raw"], metrics["dist_raw_theory"], tol.dist_raw, "abs"),
+                "raw_is_inverse_covariance",
+                "A ∝ Σ⁻¹, not I: Dist(A, I) vs Dist(Σ⁻¹, I)",
+                metrics["dist_raw"],
+                metrics["dist_raw_theory"],
+                tol.dist_raw,
+                "abs",
+            ),
             make_claim(
-                "alpha_is_optimal", f"scale α = tr(Σ^½AΣ^½)/d vs a*(L={L})",
-                metrics["alpha"], metrics["alpha_theory"], tol.alpha_rel, "rel"),
+                "alpha_is_optimal",
+                f"scale α = tr(Σ^½AΣ^½)/d vs a*(L={L})",
+                metrics["alpha"],
+                metrics["alpha_theory"],
+                tol.alpha_rel,
+                "rel",
+            ),
             make_claim(
-                "loss_is_optimal", "held-out loss vs population optimum",
-                metrics["loss"], metrics["loss_theory"], tol.loss_rel, "rel"),
+                "loss_is_optimal",
+                "held-out loss vs population optimum",
+                metrics["loss"],
+                metrics["loss_theory"],
+                tol.loss_rel,
+                "rel",
+            ),
             make_claim(
-                "more_loops_help", f"median loss at K={2 * L} / at K={L} loops",
-                metrics["median_ratio_2L_vs_L"], 1.0, 0.0, "at_most"),
+                "more_loops_help",
+                f"median loss at K={2 * L} / at K={L} loops",
+                metrics["median_ratio_2L_vs_L"],
+                1.0,
+                0.0,
+                "at_most",
+            ),
         ]
         return claims

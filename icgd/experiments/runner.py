@@ -64,7 +64,9 @@ def prepare_run_dir(name: str, config: ExperimentConfig, out: str | Path | None)
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError("--out", f"{run_dir} is a file; give a folder")
     if not _empty_or_new(run_dir):
-        raise InputError("--out", f"{run_dir} is not empty; give a new folder, or continue it with --resume")
+        raise InputError(
+            "--out", f"{run_dir} is not empty; give a new folder, or continue it with --resume"
+        )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -83,6 +85,13 @@ def load_resumable(name: str, run_dir: str | Path) -> ExperimentConfig:
     previous = read_result(run_dir / "result.json")
     if previous.experiment != name:
         raise InputError("--resume", f"{run_dir} is a run of {previous.experiment!r}, not {name!r}")
+    if previous.status != "interrupted":
+        # Resuming rewrites result.json; never put a finished run's verdict at risk.
+        raise InputError(
+            "--resume",
+            f"{run_dir} is a finished run (status {previous.status!r}); only an interrupted run "
+            "can be resumed",
+        )
     if not os.access(run_dir, os.W_OK):
         raise InputError("--resume", f"cannot write to {run_dir}")
     return load_config(get(name).Config, run_dir / "config.yaml")
@@ -145,7 +154,9 @@ def run_experiment(
     try:
         outcome = experiment.run(config, ctx)
     except KeyboardInterrupt:
-        write_result(run_dir / "result.json", result("interrupted", message="interrupted by the user"))
+        write_result(
+            run_dir / "result.json", result("interrupted", message="interrupted by the user")
+        )
         raise
     if outcome.arrays:
         atomic_save_safetensors(run_dir / "arrays.safetensors", outcome.arrays)

@@ -1,1 +1,4 @@
-"""Reporting: tables and figures drawn from saved run folders only (the one place matplotlib is used)."""
+"""Reporting: tables and figures drawn from saved run folders only.
+
+The one place matplotlib is imported.
+"""

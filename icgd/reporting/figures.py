@@ -43,11 +43,11 @@ def draw_figures(run_dir: str | Path) -> list[Path]:
 
 def save(fig, path: Path) -> Path:
     """Save a figure atomically (temp file, then rename) and close it."""
+    import io
+
     import matplotlib.pyplot as plt
 
     from icgd.core.io import atomic_write_bytes
-
-    import io
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format=path.suffix.lstrip("."), dpi=120, bbox_inches="tight")

@@ -15,7 +15,9 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
     m = result.metrics
     L = result.config["loops"]
     evals = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
-    stacked = [r for r in read_metrics(run_dir / "stacked" / "metrics.jsonl") if r.get("kind") == "eval"]
+    stacked = [
+        r for r in read_metrics(run_dir / "stacked" / "metrics.jsonl") if r.get("kind") == "eval"
+    ]
     arrays = read_arrays(run_dir / "arrays.safetensors")
     paths = []
 
@@ -23,7 +25,12 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
     if evals:
         ax.plot([r["step"] for r in evals], [r["loss"] for r in evals], label=f"looped, L={L}")
     if stacked:
-        ax.plot([r["step"] for r in stacked], [r["loss"] for r in stacked], label=f"stacked, {L} layers", alpha=0.8)
+        ax.plot(
+            [r["step"] for r in stacked],
+            [r["loss"] for r in stacked],
+            label=f"stacked, {L} layers",
+            alpha=0.8,
+        )
     if m.get("loss_theory") is not None:
         ax.axhline(m["loss_theory"], color="k", ls="--", lw=1, label="theory: loss at a*·Σ⁻¹")
     ax.set(xlabel="step", ylabel="held-out MSE", yscale="log", title="training loss")
@@ -56,7 +63,12 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
         ax.plot(m["test_loops"], m["test_loop_median"], "o-", label="median")
         ax.plot(m["test_loops"], m["test_loop_mean"], "s--", label="mean")
         ax.axvline(L, color="grey", ls=":", lw=1, label=f"trained loops L={L}")
-        ax.set(xlabel="test-time loops K", ylabel="held-out squared error", yscale="log", title="test-time looping")
+        ax.set(
+            xlabel="test-time loops K",
+            ylabel="held-out squared error",
+            yscale="log",
+            title="test-time looping",
+        )
         ax.legend()
         paths.append(save(fig, out / "test_time_loops.png"))
     return paths

@@ -47,12 +47,15 @@ def print_result(result: Result, console: Console | None = None, all_metrics: bo
     console = console or Console()
     if result.claims:
         console.print(verdict_table(result))
-    keys = None if all_metrics else [k for k, v in result.metrics.items() if not isinstance(v, list)]
+    keys = (
+        None if all_metrics else [k for k, v in result.metrics.items() if not isinstance(v, list)]
+    )
     if result.metrics:
         console.print(metrics_table(result, keys))
     p = result.provenance
     console.print(
         f"status: {result.status}"
         + (f" ({result.message})" if result.message else "")
-        + f" · seed {p.seed} · {p.device}/{p.dtype} · {p.wall_seconds:.1f} s · icgd {p.icgd} · torch {p.torch}"
+        + f" · seed {p.seed} · {p.device}/{p.dtype} · {p.wall_seconds:.1f} s"
+        + f" · icgd {p.icgd} · torch {p.torch}"
     )

@@ -21,9 +21,15 @@ def test_distance_is_the_minimum_over_alpha_and_scale_free():
     M = torch.randn(5, 5, generator=g, dtype=F64)
     alphas = torch.linspace(-3, 3, 60001, dtype=F64)
     brute = (torch.linalg.matrix_norm(M - alphas[:, None, None] * torch.eye(5, dtype=F64))).min()
-    assert float(distance_to_identity(M)) == pytest.approx(float(brute / torch.linalg.matrix_norm(M)), abs=1e-8)
-    assert float(distance_to_identity(-7.5 * M)) == pytest.approx(float(distance_to_identity(M)), rel=1e-12)
-    assert float(distance_to_identity(2.5 * torch.eye(4, dtype=F64))) == pytest.approx(0.0, abs=1e-15)
+    assert float(distance_to_identity(M)) == pytest.approx(
+        float(brute / torch.linalg.matrix_norm(M)), abs=1e-8
+    )
+    assert float(distance_to_identity(-7.5 * M)) == pytest.approx(
+        float(distance_to_identity(M)), rel=1e-12
+    )
+    assert float(distance_to_identity(2.5 * torch.eye(4, dtype=F64))) == pytest.approx(
+        0.0, abs=1e-15
+    )
     assert float(identity_scale(M)) == pytest.approx(float(torch.trace(M) / 5), rel=1e-14)
 
 
@@ -53,7 +59,9 @@ def test_effective_preconditioner_reads_back_the_construction(parametrisation):
     g = make_generator(2)
     gammas = 0.3 * torch.eye(4, dtype=F64) + 0.1 * torch.randn(3, 4, 4, generator=g, dtype=F64)
     model = lsa_from_preconditioned_gd(gammas, parametrisation=parametrisation)
-    torch.testing.assert_close(effective_preconditioners(*model.layer_matrices()), gammas, rtol=0, atol=1e-14)
+    torch.testing.assert_close(
+        effective_preconditioners(*model.layer_matrices()), gammas, rtol=0, atol=1e-14
+    )
 
 
 def test_effective_preconditioner_sums_heads_and_predicts_one_step():
@@ -77,15 +85,23 @@ def test_loop_squared_errors_equal_separate_runs():
         generator=make_generator(6),
         dtype=F64,
     )
-    batch = LinearRegression(LinearRegressionConfig(d=3, n=9), dtype=F64).sample(11, make_generator(7))
+    batch = LinearRegression(LinearRegressionConfig(d=3, n=9), dtype=F64).sample(
+        11, make_generator(7)
+    )
     Z = batch.prompt()
     errors = loop_squared_errors(model, Z, batch.y_q, [1, 2, 5])
-    for row, K in zip(errors, [1, 2, 5]):
-        torch.testing.assert_close(row, (model.predict(Z, n_loops=K).detach() - batch.y_q) ** 2, rtol=0, atol=1e-12)
+    for row, K in zip(errors, [1, 2, 5], strict=True):
+        torch.testing.assert_close(
+            row, (model.predict(Z, n_loops=K).detach() - batch.y_q) ** 2, rtol=0, atol=1e-12
+        )
 
 
 def test_divergence_fraction_bounds_and_criterion():
-    X = LinearRegression(LinearRegressionConfig(d=4, n=16), dtype=F64).sample(400, make_generator(8)).X
+    X = (
+        LinearRegression(LinearRegressionConfig(d=4, n=16), dtype=F64)
+        .sample(400, make_generator(8))
+        .X
+    )
     assert divergence_fraction(torch.zeros(4, 4, dtype=F64), X) == 0.0  # ρ(I) = 1, not > 1
     assert divergence_fraction(0.1 * torch.eye(4, dtype=F64), X) == 0.0
     assert divergence_fraction(50.0 * torch.eye(4, dtype=F64), X) == 1.0

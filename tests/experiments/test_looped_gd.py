@@ -1,4 +1,4 @@
-"""`looped-gd`: claims computed for the setting that ran, tiny smoke runs, divergence, the default run."""
+"""`looped-gd`: claims follow the setting; tiny smoke runs; divergence; the default run (slow)."""
 
 from __future__ import annotations
 
@@ -73,7 +73,10 @@ def test_claims_follow_the_setting():
     config = LoopedGDConfig(loops=5, parametrisation="sparse", tolerances={"alpha_rel": 0.2})
     claims = {c.name: c for c in LoopedGD().check(config, IDEAL | {"alpha": 0.8})}
     assert "u_vanishes" not in claims  # no u in the sparse parametrisation
-    assert "K=10" in claims["more_loops_help"].statement and "L=5" in claims["alpha_is_optimal"].statement
+    assert (
+        "K=10" in claims["more_loops_help"].statement
+        and "L=5" in claims["alpha_is_optimal"].statement
+    )
     assert claims["alpha_is_optimal"].tolerance == 0.2 and claims["alpha_is_optimal"].passed
 
 
@@ -100,8 +103,16 @@ def test_tiny_run_writes_a_complete_folder(tmp_path):
         "more_loops_help",
     }
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert records[-1]["step"] == 30 and "dist_whitened" in [r for r in records if r["kind"] == "eval"][-1]
-    for name in ("config.yaml", "checkpoint.safetensors", "training_state.pt", "arrays.safetensors"):
+    assert (
+        records[-1]["step"] == 30
+        and "dist_whitened" in [r for r in records if r["kind"] == "eval"][-1]
+    )
+    for name in (
+        "config.yaml",
+        "checkpoint.safetensors",
+        "training_state.pt",
+        "arrays.safetensors",
+    ):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "stacked" / "checkpoint.safetensors").is_file()
 
@@ -117,10 +128,19 @@ def test_outside_the_theorem_the_theory_is_the_best_multiple_of_inverse_covarian
 
 
 def test_divergence_is_reported_and_keeps_the_last_good_checkpoint(tmp_path):
-    overrides = ["train.optimizer.kind=sgd", "train.optimizer.lr=1e8", "train.clip_norm=null", "init_std=1.0"]
+    overrides = [
+        "train.optimizer.kind=sgd",
+        "train.optimizer.lr=1e8",
+        "train.clip_norm=null",
+        "init_std=1.0",
+    ]
     _, run_dir, result = run(tmp_path, overrides)
     assert result.status == "diverged"
-    assert "non-finite" in result.message or "nan" in result.message.lower() or "inf" in result.message.lower()
+    assert (
+        "non-finite" in result.message
+        or "nan" in result.message.lower()
+        or "inf" in result.message.lower()
+    )
     assert result.claims == []
     assert read_result(run_dir / "result.json").status == "diverged"
 
