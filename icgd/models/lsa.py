@@ -158,29 +158,40 @@ class LinearSelfAttention(nn.Module):
                 f"got {tuple(Z.shape)}"
             )
 
-    def _label_row_update(self, Z: Tensor, layer: int) -> Tensor:
+    def _label_row_update(self, X_all: Tensor, label: Tensor, layer: int) -> Tensor:
         """`sparse`/`sparse_u`: the change of the label row, (B, n+1), in O(n d) per prompt.
 
+        X_all: (B, n+1, d) covariates of every token (they never move); label: (B, n+1).
         With `P_h`'s last row `(u_hᵀ, 1)` and `z_iᵀ Q_h z_j = −x_iᵀ A_h x_j`,
         `Δ_j = −(1/n) Σ_h Σ_{i≤n} (u_hᵀ x_i + r_i) x_iᵀ A_h x_j = −x_jᵀ Σ_h A_hᵀ v_h`,
         `v_h = (1/n) Xᵀ (r + X u_h)`, for every column j including the query (`u = 0` for sparse).
+        Plain (batched) matmuls throughout: einsum's generic path is many times slower here.
         """
-        d = self.config.d
-        n = Z.shape[2] - 1
-        X_all = Z[:, :d, :]  # (B, d, n+1) covariates of every token
-        X = Z[:, :d, :n]  # (B, d, n) context covariates
-        r = Z[:, d, :n]  # (B, n) label row of the context = residuals
+        n = X_all.shape[1] - 1
+        X = X_all[:, :n]  # (B, n, d) context covariates
+        r = label[:, :n]  # (B, n) label row of the context = residuals
         A = self.A[layer]  # (H, d, d)
-        H = A.shape[0]
+        H, d = A.shape[0], A.shape[1]
         if self.config.parametrisation == "sparse":
-            g = torch.bmm(X, r.unsqueeze(-1)).squeeze(-1) / n  # (B, d) = (1/n) Xᵀ r
+            g = torch.bmm(r.unsqueeze(1), X).squeeze(1) / n  # (B, d) = (1/n) Xᵀ r
             w_step = g @ A.sum(dim=0)  # (B, d) = (Σ_h A_h)ᵀ g
         else:
-            # Plain (batched) matmuls throughout: einsum's generic path is ~15x slower here.
-            values = r.unsqueeze(1) + torch.matmul(self.u[layer], X)  # (B, H, n): r + X u_h
-            v = torch.bmm(values, X.transpose(1, 2)) / n  # (B, H, d) = (1/n) Xᵀ (r + X u_h)
+            values = r.unsqueeze(-1) + X @ self.u[layer].T  # (B, n, H): r + X u_h
+            v = torch.bmm(values.transpose(1, 2), X) / n  # (B, H, d) = (1/n) Xᵀ (r + X u_h)
             w_step = v.reshape(-1, H * d) @ A.reshape(H * d, d)  # (B, d) = Σ_h A_hᵀ v_h
-        return -torch.bmm(w_step.unsqueeze(1), X_all).squeeze(1)  # (B, n+1): −x_jᵀ w_step
+        return -torch.bmm(X_all, w_step.unsqueeze(-1)).squeeze(-1)  # (B, n+1): −x_jᵀ w_step
+
+    def _forward_label_rows(self, Z: Tensor, n_steps: int) -> Tensor:
+        """Training path of `sparse`/`sparse_u` when no hook is attached: carry the fixed
+        covariates (B, n+1, d) and the moving label row (B, n+1) apart, and build Z_L once at the
+        end, instead of slicing and re-assembling Z every layer (which dominated the step time)."""
+        d = self.config.d
+        X_all = Z[:, :d, :].transpose(1, 2).contiguous()  # (B, n+1, d)
+        label = Z[:, d, :]  # (B, n+1)
+        for t in range(1, n_steps + 1):
+            layer = 0 if self.config.looped else t - 1
+            label = label + self._label_row_update(X_all, label, layer)
+        return torch.cat([Z[:, :d, :], label.unsqueeze(1)], dim=1)  # (B, d+1, n+1)
 
     def _moment_update(self, Z: Tensor, P: Tensor, Q: Tensor) -> Tensor:
         """`full`/`relaxed`: `(1/n) Σ_h P_h (Z M Zᵀ) Q_h Z`, (B, d+1, n+1); O(n d²) per prompt."""
@@ -212,7 +223,8 @@ class LinearSelfAttention(nn.Module):
             if S_hooked is not S:
                 return Z + torch.einsum("hab,Bbi,Bhij->Baj", P[layer], Z, S_hooked) / n
         if self.config.parametrisation in ("sparse", "sparse_u"):
-            label = Z[:, d, :] + self._label_row_update(Z, layer)  # (B, n+1)
+            X_all = Z[:, :d, :].transpose(1, 2)  # (B, n+1, d)
+            label = Z[:, d, :] + self._label_row_update(X_all, Z[:, d, :], layer)  # (B, n+1)
             return torch.cat([Z[:, :d, :], label.unsqueeze(1)], dim=1)  # (B, d+1, n+1)
         assert P is not None and Q is not None
         return Z + self._moment_update(Z, P[layer], Q[layer])
@@ -227,6 +239,8 @@ class LinearSelfAttention(nn.Module):
         """
         self._check_input(Z)
         n_steps = self._n_steps(n_loops)
+        if self.config.parametrisation in ("sparse", "sparse_u") and len(self.hook_points) == 0:
+            return self._forward_label_rows(Z, n_steps)
         wants_scores = any(
             self.hook_points.active(f"hook_scores.{t}") for t in range(1, n_steps + 1)
         )

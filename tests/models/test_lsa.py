@@ -292,3 +292,24 @@ def test_config_validation():
         LSAConfig(n_layers=0)
     with pytest.raises(ValidationError):
         LSAConfig(extra_field=1)
+
+
+@pytest.mark.parametrize("parametrisation", ["sparse", "sparse_u"])
+@pytest.mark.parametrize("looped", [False, True])
+def test_label_row_training_path_equals_the_hooked_path(parametrisation, looped):
+    """Without hooks the sparse models carry (X, label row) apart; with any hook attached they
+    rebuild Z every layer. Both must be the same function, values and gradients."""
+    config = LSAConfig(
+        d=4, n_layers=3, looped=looped, parametrisation=parametrisation, n_heads=2, init_std=0.3
+    )
+    model = LinearSelfAttention(
+        config, generator=torch.Generator().manual_seed(3), dtype=torch.float64
+    )
+    Z = torch.randn(7, 5, 10, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    fast = model(Z)
+    (grad_fast,) = torch.autograd.grad(fast[:, -1, -1].sum(), model.A)
+    with model.hooks([("hook_z.1", lambda t, name: None)]):
+        hooked = model(Z)
+        (grad_hooked,) = torch.autograd.grad(hooked[:, -1, -1].sum(), model.A)
+    torch.testing.assert_close(fast, hooked, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad_fast, grad_hooked, rtol=0, atol=1e-12)
