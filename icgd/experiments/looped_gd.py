@@ -39,10 +39,14 @@ from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig, train
 
 AHN_EIGENVALUES = (1.0, 1.0, 0.25, 0.0625, 1.0)
 
+# Adam at lr 0.02, halved every 400 steps. A larger first rate (0.05) reaches the loss plateau
+# sooner but leaves Σ^½AΣ^½ with an antisymmetric part of relative size ≈ 0.25 on some seeds: the
+# loss is flat to ~0.3% along those directions (measured: E‖(I−ΓS̃)³‖² rises by 0.0009 ± 0.00005
+# there), so Adam's noise-driven steps are barely pulled back. At 0.02 it stays ≈ 0.02 (7 of 7 seeds).
 DEFAULT_TRAIN = TrainConfig(
-    steps=2000,
+    steps=2500,
     batch_size=4096,
-    optimizer=OptimizerConfig(kind="adam", lr=0.05),
+    optimizer=OptimizerConfig(kind="adam", lr=0.02),
     schedule=ScheduleConfig(kind="step_halving", every=400),
     clip_norm=0.01,
     resample_every=1,
@@ -243,9 +247,26 @@ class LoopedGD:
             "dist_whitened": float(distance_to_identity(whitened)),
             "dist_raw": float(distance_to_identity(gamma)),
             "dist_raw_theory": float(distance_to_identity(sigma_inv)),
+            # The antisymmetric share of Σ^½AΣ^½: the loss is nearly flat along it, so it is
+            # where an optimiser's noise is left (see the issue notes on the training recipe).
+            "skew_whitened": float(torch.linalg.matrix_norm(whitened - whitened.T) / 2)
+            / float(torch.linalg.matrix_norm(whitened)),
             "u_ratio": _u_ratio(model),
             "loss_zero": float((y_q**2).mean()),
         }
+        # The population loss of L steps of GD with the trained preconditioner (u ignored): an
+        # exact expectation over X (icgd.theory), free of the held-out sample's noise.
+        metrics["loss_trained_preconditioner"], metrics["loss_trained_preconditioner_se"] = (
+            preconditioner_loss(
+                gamma.double().cpu().expand(L, d, d),
+                sigma.double().cpu(),
+                n,
+                weight_cov=task.weight_covariance.double().cpu(),
+                noise_std=config.noise_std,
+                n_samples=max(2000, config.theory_samples // 10),
+                seed=config.seed,
+            )
+        )
 
         # Baselines on the same held-out prompts; step sizes line-searched on separate prompts.
         tune = task.sample(4096, make_generator(derive_seed(config.seed, "line-search"), X.device))

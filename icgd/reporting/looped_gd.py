@@ -32,7 +32,15 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
             alpha=0.8,
         )
     if m.get("loss_theory") is not None:
-        ax.axhline(m["loss_theory"], color="k", ls="--", lw=1, label="theory: loss at a*·Σ⁻¹")
+        ax.axhline(
+            m["loss_theory"], color="k", ls="--", lw=1, label="theory: looped optimum a*·Σ⁻¹"
+        )
+    if m.get("loss_stacked_theory") is not None:
+        ax.axhline(
+            m["loss_stacked_theory"], color="C1", ls=":", lw=1, label="theory: stacked optimum"
+        )
+    if m.get("loss_gd") is not None:
+        ax.axhline(m["loss_gd"], color="grey", ls="-.", lw=1, label=f"{L}-step GD, line-searched")
     ax.set(xlabel="step", ylabel="held-out MSE", yscale="log", title="training loss")
     ax.legend()
     paths.append(save(fig, out / "training_loss.png"))
@@ -57,6 +65,19 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
         ax.set(xlabel="step", ylabel="distance to identity", ylim=(0, 1.05), title="A → a*·Σ⁻¹")
         ax.legend()
         paths.append(save(fig, out / "distance_to_identity.png"))
+
+    if evals and "grad_dominance" in evals[0]:
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        ax.plot([r["step"] for r in evals[1:]], [r["grad_dominance"] for r in evals[1:]])
+        ax.axhline(1 / 16, color="k", ls="--", lw=1, label="1/16 (Gatmiry Thm 3.4, as reported)")
+        ax.set(
+            xlabel="step",
+            ylabel="‖∇_A ℓ‖² / ℓ^{(2L−1)/L}",
+            yscale="log",
+            title="gradient dominance along training (diagnostic)",
+        )
+        ax.legend()
+        paths.append(save(fig, out / "gradient_dominance.png"))
 
     if "test_loops" in m:
         fig, ax = plt.subplots(figsize=(5.5, 3.8))

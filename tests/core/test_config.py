@@ -59,7 +59,7 @@ def test_config_is_frozen():
         cfg.d = 7  # type: ignore[misc]
     with pytest.raises(ValidationError):
         cfg.train.steps = 7  # type: ignore[misc]
-    assert cfg.d == 5 and cfg.train.steps == 2000
+    assert cfg.d == 5 and cfg.train.steps == LoopedGDConfig().train.steps
 
 
 def test_config_is_closed():
@@ -78,7 +78,7 @@ def test_overrides_parse_yaml_values():
     cfg = apply_overrides(
         LoopedGDConfig(),
         [
-            "train.optimizer.lr=0.02",
+            "train.optimizer.lr=0.03",
             "eigenvalues=[1,2,3,4,5]",
             "noise_std=1e-3",
             "train.clip_norm=null",
@@ -87,7 +87,7 @@ def test_overrides_parse_yaml_values():
             "dtype=float64",
         ],
     )
-    assert cfg.train.optimizer.lr == 0.02
+    assert cfg.train.optimizer.lr == 0.03
     assert cfg.eigenvalues == (1.0, 2.0, 3.0, 4.0, 5.0)
     assert cfg.noise_std == 1e-3  # YAML 1.1 reads "1e-3" as a string; pydantic parses it
     assert cfg.train.clip_norm is None
@@ -95,7 +95,7 @@ def test_overrides_parse_yaml_values():
     assert cfg.dtype == "float64"
     # the other nested values are kept, and the original is untouched (a new config is returned)
     assert cfg.train.steps == LoopedGDConfig().train.steps
-    assert LoopedGDConfig().train.optimizer.lr != 0.02
+    assert LoopedGDConfig().train.optimizer.lr != 0.03
 
 
 def test_overrides_bools_and_later_wins():
