@@ -33,7 +33,7 @@ from math import comb
 import numpy as np
 import torch
 
-from icgd.theory.wishart import WishartMoments, whitened_wishart_moments
+from icgd.theory.wishart import WishartMoments, moments_for_loops
 
 
 @dataclass(frozen=True)
@@ -58,17 +58,6 @@ def looped_loss_coefficients(L: int) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
 
 
-def _moments(L: int, n: int, d: int, moments: WishartMoments | None, n_samples: int, seed: int):
-    if L < 1:
-        raise ValueError(f"L must be >= 1, got {L}")
-    if moments is None:
-        moments = whitened_wishart_moments(n, d, 2 * L, n_samples=n_samples, seed=seed)
-    if (moments.n, moments.d) != (n, d):
-        raise ValueError(f"moments are for (n, d) = {(moments.n, moments.d)}, not {(n, d)}")
-    moments.require(2 * L)
-    return moments
-
-
 def looped_loss(
     a: float,
     L: int,
@@ -83,7 +72,7 @@ def looped_loss(
 
     ``moments`` (order >= 2L, same n, d) is reused if given, else drawn with ``n_samples, seed``.
     """
-    moments = _moments(L, n, d, moments, n_samples, seed)
+    moments = moments_for_loops(L, n, d, moments, n_samples, seed)
     powers = torch.arange(2 * L + 1, dtype=torch.float64)
     return moments.expectation(looped_loss_coefficients(L) * float(a) ** powers)
 
@@ -103,7 +92,7 @@ def optimal_loop_scale(
     smallest value, then Newton polishing). ``a_se`` by the delta method (module docstring),
     ``loss_se`` = SD of the per-draw loss at ``a*`` over ``√S``.
     """
-    moments = _moments(L, n, d, moments, n_samples, seed)
+    moments = moments_for_loops(L, n, d, moments, n_samples, seed)
     base = looped_loss_coefficients(L) * moments.moments[: 2 * L + 1]  # coefficient of a^k
     poly = np.polynomial.Polynomial(base.numpy())
     deriv = poly.deriv()

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from icgd.theory.wishart import WishartMoments, whitened_wishart_moments
+from icgd.theory.wishart import WishartMoments, moments_for_loops
 
 
 @dataclass(frozen=True)
@@ -38,17 +38,6 @@ class StackedOptimum:
     scales: tuple[float, ...]
     loss: float
     loss_se: float
-
-
-def _moments(L: int, n: int, d: int, moments: WishartMoments | None, n_samples: int, seed: int):
-    if L < 1:
-        raise ValueError(f"L must be >= 1, got {L}")
-    if moments is None:
-        moments = whitened_wishart_moments(n, d, 2 * L, n_samples=n_samples, seed=seed)
-    if (moments.n, moments.d) != (n, d):
-        raise ValueError(f"moments are for (n, d) = {(moments.n, moments.d)}, not {(n, d)}")
-    moments.require(2 * L)
-    return moments
 
 
 def _square_coeffs(c: np.ndarray) -> torch.Tensor:
@@ -68,7 +57,7 @@ def stacked_loss(
     """``(E Σ_j Π_l (1 − a_l λ_j)², SE)`` for per-layer preconditioners ``a_l Σ⁻¹``."""
     scales = [float(a) for a in scales]
     L = len(scales)
-    moments = _moments(L, n, d, moments, n_samples, seed)
+    moments = moments_for_loops(L, n, d, moments, n_samples, seed)
     c = np.array([1.0])
     for a in scales:
         c = np.convolve(c, [1.0, -a])  # multiply by (1 − a λ)
@@ -89,7 +78,7 @@ def optimal_layer_scales(
     Raises ``RuntimeError`` if the optimal polynomial has non-real roots (impossible in exact
     arithmetic for a positive measure; it would signal an ill-conditioned Hankel solve).
     """
-    moments = _moments(L, n, d, moments, n_samples, seed)
+    moments = moments_for_loops(L, n, d, moments, n_samples, seed)
     m = moments.moments.numpy()
     H = np.array([[m[k + j] for j in range(L + 1)] for k in range(L + 1)])  # (L+1, L+1)
     c = np.empty(L + 1)

@@ -98,3 +98,17 @@ def whitened_wishart_moments(
         done += size
     samples = torch.cat(out)  # (S, K+1)
     return WishartMoments(n=n, d=d, moments=samples.mean(dim=0), samples=samples)
+
+
+def moments_for_loops(
+    L: int, n: int, d: int, moments: WishartMoments | None, n_samples: int, seed: int
+) -> WishartMoments:
+    """The moments an L-step loss needs (orders up to 2L): `moments` checked, or drawn afresh."""
+    if L < 1:
+        raise ValueError(f"L must be >= 1, got {L}")
+    if moments is None:
+        moments = whitened_wishart_moments(n, d, 2 * L, n_samples=n_samples, seed=seed)
+    if (moments.n, moments.d) != (n, d):
+        raise ValueError(f"moments are for (n, d) = {(moments.n, moments.d)}, not {(n, d)}")
+    moments.require(2 * L)
+    return moments
