@@ -49,7 +49,8 @@ AHN_EIGENVALUES = (1.0, 1.0, 0.25, 0.0625, 1.0)
 # Adam at lr 0.02, halved every 400 steps. A larger first rate (0.05) reaches the loss plateau
 # sooner but leaves Σ^½AΣ^½ with an antisymmetric part of relative size ≈ 0.25 on some seeds: the
 # loss is flat to ~0.3% along those directions (measured: E‖(I−ΓS̃)³‖² rises by 0.0009 ± 0.00005
-# there), so Adam's noise-driven steps are barely pulled back. At 0.02 it stays ≈ 0.02 (7 of 7 seeds).
+# there), so Adam's noise-driven steps are barely pulled back. At 0.02 it stays ≈ 0.02 (7 of 7
+# seeds tried).
 DEFAULT_TRAIN = TrainConfig(
     steps=2500,
     batch_size=4096,
@@ -293,6 +294,12 @@ class LoopedGD:
         # Theory: a*(L, n, d) and its loss; the stacked optimum; the paper's (vacuous) constant.
         metrics |= self._theory(config, task)
         metrics["gatmiry_c"], metrics["gatmiry_delta"] = gatmiry_constant(L, d, n)
+        # The theoretical optimum a*·Σ⁻¹ run on the same held-out prompts: the loss claim compares
+        # against it, so the prompts' sampling noise (heavy-tailed: SE ≈ 5% at 65536 prompts)
+        # cancels and the tolerance measures the model, not the sample.
+        optimum = (metrics["alpha_theory"] * sigma_inv).expand(L, d, d)
+        optimal = preconditioned_gd(X, y, optimum).predict(x_q)[-1]
+        metrics["loss_theory_held_out"] = float(((optimal - y_q) ** 2).mean())
 
         # Test-time looping K = 1 … factor·L on the held-out prompts.
         loops = list(range(1, config.test_loops_factor * L + 1))
@@ -399,9 +406,9 @@ class LoopedGD:
             ),
             make_claim(
                 "loss_is_optimal",
-                "held-out loss vs population optimum",
+                "held-out loss vs optimum a*·Σ⁻¹ on the same prompts",
                 metrics["loss"],
-                metrics["loss_theory"],
+                metrics["loss_theory_held_out"],
                 tol.loss_rel,
                 "rel",
             ),

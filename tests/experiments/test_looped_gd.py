@@ -40,6 +40,7 @@ IDEAL = {
     "alpha_theory": 0.716,
     "loss": 0.27,
     "loss_theory": 0.268,
+    "loss_theory_held_out": 0.27,
     "median_ratio_2L_vs_L": 0.1,
 }
 
