@@ -33,7 +33,7 @@ def list_experiments() -> None:
 
     load_all()
     for name in names():
-        console.print(f"{name:<20} {get(name).summary}", highlight=False)
+        console.print(f"{name:<20} {get(name).summary}", highlight=False, soft_wrap=True)
 
 
 @app.command("run")
