@@ -13,11 +13,13 @@ from icgd.theory.one_layer import (
     optimal_one_step_scale,
 )
 from icgd.theory.preconditioner_loss import preconditioner_loss
+from icgd.theory.skew import SkewCurvature, skew_curvature
 from icgd.theory.stacked import StackedOptimum, optimal_layer_scales, stacked_loss
 from icgd.theory.wishart import WishartMoments, whitened_wishart_moments
 
 __all__ = [
     "LoopedOptimum",
+    "SkewCurvature",
     "StackedOptimum",
     "WishartMoments",
     "ahn_optimal_preconditioner",
@@ -31,6 +33,7 @@ __all__ = [
     "optimal_one_layer_preconditioner",
     "optimal_one_step_scale",
     "preconditioner_loss",
+    "skew_curvature",
     "stacked_loss",
     "whitened_wishart_moments",
 ]
