@@ -23,7 +23,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import torch
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from icgd.algorithms import best_step_size, gradient_descent, ols, preconditioned_gd
 from icgd.analysis import distance_to_identity, effective_preconditioners, identity_scale, whiten
@@ -110,8 +117,6 @@ class LoopedGDConfig(ExperimentConfig):
             eigenvalues = self.eigenvalues
             if eigenvalues is None:
                 eigenvalues = tuple(AHN_EIGENVALUES[i % 5] for i in range(self.d))
-        from pydantic import ValidationError
-
         try:
             return LinearRegressionConfig(
                 d=self.d,
@@ -176,13 +181,14 @@ class LoopedGD:
         def track(step: int, model) -> dict[str, float]:
             """Distances to I along training; gradient-dominance ratio ‖∇_A ℓ‖² / ℓ^{(2L−1)/L}."""
             gamma = _preconditioner(model).detach()
+            whitened = whiten(gamma, sigma)
             with torch.enable_grad():
                 loss = _mse(model, (eval_batch[0][:2048], eval_batch[1][:2048]))
                 (grad_A,) = torch.autograd.grad(loss, model.A)
             return {
-                "dist_whitened": float(distance_to_identity(whiten(gamma, sigma))),
+                "dist_whitened": float(distance_to_identity(whitened)),
                 "dist_raw": float(distance_to_identity(gamma)),
-                "alpha": float(identity_scale(whiten(gamma, sigma))),
+                "alpha": float(identity_scale(whitened)),
                 "u_ratio": _u_ratio(model),
                 "grad_dominance": float(
                     grad_A.pow(2).sum() / loss.detach().clamp_min(1e-30) ** grad_exponent
