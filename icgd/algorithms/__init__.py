@@ -8,6 +8,13 @@ from icgd.algorithms.gd import (
     preconditioned_gd,
 )
 from icgd.algorithms.least_squares import bayes_posterior_mean, ols, ridge
+from icgd.algorithms.prefix import (
+    prefix_averaging,
+    prefix_knn,
+    prefix_ols,
+    prefix_one_step_gd,
+    prefix_ridge,
+)
 
 __all__ = [
     "GDResult",
@@ -17,5 +24,10 @@ __all__ = [
     "gradient_descent",
     "ols",
     "preconditioned_gd",
+    "prefix_averaging",
+    "prefix_knn",
+    "prefix_ols",
+    "prefix_one_step_gd",
+    "prefix_ridge",
     "ridge",
 ]

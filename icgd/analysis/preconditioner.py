@@ -54,3 +54,51 @@ def effective_preconditioners(P: Tensor, Q: Tensor) -> Tensor:
     p = P[..., d, d]  # (L, H)
     Q_xx = Q[..., :d, :d]  # (L, H, d, d)
     return -(p[..., None, None] * Q_xx.transpose(-1, -2)).sum(dim=1)
+
+
+def predictor_leak_ratio(P: Tensor, Q: Tensor) -> Tensor:
+    """How much of one layer's prediction does *not* go through the GD path, scale-free.
+
+    P, Q: (..., H, d+1, d+1), the heads of one layer; `model.layer_matrices()` (L, H, d+1, d+1)
+    gives one ratio per layer, (L,).
+
+    With the query column `[x_q; 0]` and `C = Z M Zᵀ = Σ_i z_i z_iᵀ`, a full-matrix layer predicts
+
+        ŷ = −(1/n) Σ_h p_hᵀ C Q_h[:, :d] x_q = −(1/n) Σ_{a,b,c} C_ab T_abc x_q,c,
+        T = Σ_h p_h ⊗ Q_h[:, :d] ∈ R^{(d+1)×(d+1)×d},   p_h = P_h[d, :] (label row of P_h).
+
+    Only the block `T[d, :d, :] = Σ_h P_h[d,d] Q_h[:d,:d] = −Γᵀ` multiplies `C[d, :d] = yᵀX`: that
+    block is one step of preconditioned GD, `x_qᵀ Γ (1/n) Xᵀy`. The ratio is
+
+        leak = ‖T with its GD block zeroed‖_F / ‖GD block‖_F,
+
+    i.e. for one head `leak² = (1 + ‖P[d,:d]‖²/P[d,d]²)(1 + ‖Q[d,:d]‖²/‖Q[:d,:d]‖_F²) − 1`: it is 0
+    iff the label row of P has no x-part and the label row of Q no x-part (given a non-zero GD
+    block). It depends on P and Q only through the products `p_h ⊗ Q_h`, so it is invariant under
+    the rescaling symmetry `P_h → c P_h, Q_h → Q_h / c`. Entries that never reach ŷ (the x-rows
+    of P, the y-column of Q: the query's label entry is 0) do not enter; in one layer they get no
+    gradient at all.
+    """
+    d = P.shape[-1] - 1
+    p = P[..., d, :]  # (..., H, d+1) label rows of P
+    Qx = Q[..., :, :d]  # (..., H, d+1, d) the columns of Q that meet x_q
+    T = torch.einsum("...ha,...hbc->...abc", p, Qx)  # (..., d+1, d+1, d)
+    gd = T[..., d, :d, :]  # (..., d, d) = −Γᵀ
+    rest = T.clone()
+    rest[..., d, :d, :] = 0.0
+    return torch.linalg.vector_norm(rest, dim=(-3, -2, -1)) / torch.linalg.matrix_norm(gd)
+
+
+def one_step_predictor_gap(
+    y_model: Tensor, gamma: Tensor, X: Tensor, y: Tensor, x_q: Tensor
+) -> Tensor:
+    """Relative mean squared gap between a model's predictions and one preconditioned GD step.
+
+    `gap = mean_b (ŷ_b − x_q,bᵀ Γ (1/n) X_bᵀ y_b)² / mean_b ŷ_b²`, the functional counterpart of
+    `predictor_leak_ratio` (0 iff, on these prompts, the model *is* the step with Γ).
+    y_model: (B,), gamma: (d, d), X: (B, n, d), y: (B, n), x_q: (B, d) → scalar.
+    """
+    n = X.shape[1]
+    g = torch.bmm(y.unsqueeze(1), X).squeeze(1) / n  # (B, d) = (1/n) Xᵀ y
+    y_gd = torch.einsum("bc,ca,ba->b", x_q, gamma.to(X.dtype), g)  # (B,) x_qᵀ Γ g
+    return (y_model - y_gd).square().mean() / y_model.square().mean()

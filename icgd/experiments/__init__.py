@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("icgd.experiments.looped_gd",)
+MODULES = ("icgd.experiments.looped_gd", "icgd.experiments.one_step_gd")
 
 
 def load_all() -> None:
