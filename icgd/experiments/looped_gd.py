@@ -41,7 +41,7 @@ from icgd.core.results import Claim, make_claim
 from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.base import ExperimentConfig, Outcome, RunContext
 from icgd.models import LinearSelfAttention, LSAConfig
-from icgd.tasks import LinearRegression, LinearRegressionConfig
+from icgd.tasks import LinearRegression, LinearRegressionConfig, ahn_spectrum
 from icgd.theory import (
     gatmiry_constant,
     optimal_layer_scales,
@@ -50,8 +50,6 @@ from icgd.theory import (
     skew_curvature,
 )
 from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig, train
-
-AHN_EIGENVALUES = (1.0, 1.0, 0.25, 0.0625, 1.0)
 
 # Adam at lr 0.02, halved every 400 steps. A larger first rate (0.05) reaches the loss plateau
 # sooner but leaves Σ^½AΣ^½ with an antisymmetric part of relative size ≈ 0.25 on some seeds: the
@@ -114,9 +112,7 @@ class LoopedGDConfig(ExperimentConfig):
     def task_config(self) -> LinearRegressionConfig:
         eigenvalues = None
         if self.covariance != "identity":
-            eigenvalues = self.eigenvalues
-            if eigenvalues is None:
-                eigenvalues = tuple(AHN_EIGENVALUES[i % 5] for i in range(self.d))
+            eigenvalues = self.eigenvalues if self.eigenvalues is not None else ahn_spectrum(self.d)
         try:
             return LinearRegressionConfig(
                 d=self.d,

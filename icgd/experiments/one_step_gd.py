@@ -50,11 +50,10 @@ from icgd.core.results import Claim, make_claim
 from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.base import ExperimentConfig, Outcome, RunContext
 from icgd.models import LinearSelfAttention, LSAConfig
-from icgd.tasks import LinearRegression, LinearRegressionConfig
+from icgd.tasks import LinearRegression, LinearRegressionConfig, ahn_spectrum
 from icgd.theory import ahn_optimal_preconditioner, one_layer_loss, optimal_one_layer_preconditioner
 from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig, train
 
-AHN_EIGENVALUES = (1.0, 1.0, 0.25, 0.0625, 1.0)
 DEFAULT_NOISE = {"isotropic_noisy": 0.5, "anisotropic": 0.0, "anisotropic_inverse_prior": 0.0}
 
 # Recipe (measured, seed 0, d = 5, n = 20). Adam, lr 0.1 with a cosine decay to 0 over 4000 steps,
@@ -125,7 +124,7 @@ class OneStepGDConfig(ExperimentConfig):
         isotropic = self.setting == "isotropic_noisy"
         eigenvalues = None
         if not isotropic:
-            eigenvalues = self.eigenvalues or tuple(AHN_EIGENVALUES[i % 5] for i in range(self.d))
+            eigenvalues = self.eigenvalues if self.eigenvalues is not None else ahn_spectrum(self.d)
         prior = "inverse_covariance" if self.setting == "anisotropic_inverse_prior" else "identity"
         try:
             return LinearRegressionConfig(

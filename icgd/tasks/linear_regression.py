@@ -34,6 +34,13 @@ NonNegativeFiniteFloat = Annotated[FiniteFloat, Field(ge=0)]
 
 _EIGEN_KINDS = ("eigenvalues", "rotated")
 
+AHN_EIGENVALUES = (1.0, 1.0, 0.25, 0.0625, 1.0)  # Ahn et al. 2023's spectrum, d = 5
+
+
+def ahn_spectrum(d: int) -> tuple[float, ...]:
+    """Ahn et al.'s spectrum (1, 1, 1/4, 1/16, 1) repeated to length d (ours when d ≠ 5)."""
+    return tuple(AHN_EIGENVALUES[i % len(AHN_EIGENVALUES)] for i in range(d))
+
 
 class LinearRegressionConfig(Config):
     """Distribution of in-context linear-regression prompts.
