@@ -1,5 +1,15 @@
 """Analysis: metrics that read trained weights and predictions against algorithms and theory."""
 
+from icgd.analysis.comparison import (
+    compare,
+    gd_prediction_fn,
+    lsa_prediction_fn,
+    model_cosine,
+    model_difference,
+    prediction_difference,
+    prediction_rmse,
+    query_sensitivity,
+)
 from icgd.analysis.preconditioner import (
     distance_to_identity,
     effective_preconditioners,
@@ -10,10 +20,18 @@ from icgd.analysis.preconditioner import (
 )
 
 __all__ = [
+    "compare",
     "distance_to_identity",
     "effective_preconditioners",
+    "gd_prediction_fn",
     "identity_scale",
+    "lsa_prediction_fn",
+    "model_cosine",
+    "model_difference",
     "one_step_predictor_gap",
+    "prediction_difference",
+    "prediction_rmse",
     "predictor_leak_ratio",
+    "query_sensitivity",
     "whiten",
 ]
