@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("icgd.experiments.looped_gd", "icgd.experiments.one_step_gd")
+MODULES = (
+    "icgd.experiments.looped_gd",
+    "icgd.experiments.one_step_gd",
+    "icgd.experiments.stacked_gd",
+)
 
 
 def load_all() -> None:

@@ -29,9 +29,13 @@ def draw_figures(run_dir: str | Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
-    from icgd.reporting import looped_gd, one_step_gd
+    from icgd.reporting import looped_gd, one_step_gd, stacked_gd
 
-    drawers = {"looped-gd": looped_gd.draw, "one-step-gd": one_step_gd.draw}
+    drawers = {
+        "looped-gd": looped_gd.draw,
+        "one-step-gd": one_step_gd.draw,
+        "stacked-gd": stacked_gd.draw,
+    }
     run_dir = Path(run_dir)
     result = read_result(run_dir / "result.json")
     if result.experiment not in drawers or result.status == "interrupted":
