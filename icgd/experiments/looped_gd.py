@@ -28,7 +28,6 @@ from pydantic import (
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
-    ValidationError,
     model_validator,
 )
 
@@ -40,7 +39,8 @@ from icgd.core.registry import register
 from icgd.core.results import Claim, make_claim
 from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.base import ExperimentConfig, Outcome, RunContext
-from icgd.models import LinearSelfAttention, LSAConfig
+from icgd.experiments.common import fit_lsa, prompt_mse, regression_task_config
+from icgd.models import LSAConfig
 from icgd.tasks import LinearRegression, LinearRegressionConfig, ahn_spectrum
 from icgd.theory import (
     gatmiry_constant,
@@ -49,7 +49,7 @@ from icgd.theory import (
     preconditioner_loss,
     skew_curvature,
 )
-from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig, train
+from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig
 
 # Adam at lr 0.02, halved every 400 steps. A larger first rate (0.05) reaches the loss plateau
 # sooner but leaves Σ^½AΣ^½ with an antisymmetric part of relative size ≈ 0.25 on some seeds: the
@@ -113,29 +113,19 @@ class LoopedGDConfig(ExperimentConfig):
         eigenvalues = None
         if self.covariance != "identity":
             eigenvalues = self.eigenvalues if self.eigenvalues is not None else ahn_spectrum(self.d)
-        try:
-            return LinearRegressionConfig(
-                d=self.d,
-                n=self.n,
-                covariance=self.covariance,
-                eigenvalues=eigenvalues,
-                weight_prior=self.weight_prior,
-                noise_std=self.noise_std,
-            )
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "eigenvalues"
-            raise ValueError(f"{field}: {err['msg'].removeprefix('Value error, ')}") from None
+        return regression_task_config(
+            d=self.d,
+            n=self.n,
+            covariance=self.covariance,
+            eigenvalues=eigenvalues,
+            weight_prior=self.weight_prior,
+            noise_std=self.noise_std,
+        )
 
     @property
     def in_theorem_setting(self) -> bool:
         """Gatmiry Thm 3.2's hypotheses: w* ~ N(0, Σ⁻¹) and noiseless labels."""
         return self.weight_prior == "inverse_covariance" and self.noise_std == 0.0
-
-
-def _mse(model, batch) -> torch.Tensor:
-    Z, y_q = batch
-    return ((model.predict(Z) - y_q) ** 2).mean()
 
 
 def _preconditioner(model) -> torch.Tensor:
@@ -168,10 +158,6 @@ class LoopedGD:
         )
         eval_batch = (held_out.prompt(), held_out.y_q)  # the training curve's fixed held-out batch
 
-        def sample(batch_size: int, generator: torch.Generator):
-            b = task.sample(batch_size, generator)
-            return b.prompt(), b.y_q
-
         grad_exponent = (2 * L - 1) / L
 
         def track(step: int, model) -> dict[str, float]:
@@ -179,7 +165,7 @@ class LoopedGD:
             gamma = _preconditioner(model).detach()
             whitened = whiten(gamma, sigma)
             with torch.enable_grad():
-                loss = _mse(model, (eval_batch[0][:2048], eval_batch[1][:2048]))
+                loss = prompt_mse(model, (eval_batch[0][:2048], eval_batch[1][:2048]))
                 (grad_A,) = torch.autograd.grad(loss, model.A)
             return {
                 "dist_whitened": float(distance_to_identity(whitened)),
@@ -200,23 +186,17 @@ class LoopedGD:
                 n_heads=config.n_heads,
                 init_std=config.init_std,
             )
-            init = make_generator(derive_seed(config.seed, "init", label), "cpu")
-            model = LinearSelfAttention(model_config, generator=init, dtype=dtype).to(device)
-            run_dir = ctx.run_dir / sub if sub else ctx.run_dir
-            resume = ctx.resume and (run_dir / "checkpoint.safetensors").exists()
-            outcome = train(
-                model,
-                sample,
-                _mse,
+            return fit_lsa(
+                model_config,
                 config.train,
-                generator=make_generator(derive_seed(config.seed, "train", label), device),
+                task,
+                seed=config.seed,
+                label=label,
                 eval_batch=eval_batch,
-                run_dir=run_dir,
-                resume=resume,
+                ctx=ctx,
+                sub=sub,
                 on_eval=track if looped else None,
-                progress=ctx.progress_for(label),
             )
-            return model, outcome
 
         looped_model, looped_run = fit(True, "", "looped")
         if looped_run.status == "diverged":

@@ -35,7 +35,6 @@ from pydantic import (
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
-    ValidationError,
     model_validator,
 )
 
@@ -49,10 +48,11 @@ from icgd.core.registry import register
 from icgd.core.results import Claim, make_claim
 from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.base import ExperimentConfig, Outcome, RunContext
-from icgd.models import LinearSelfAttention, LSAConfig
+from icgd.experiments.common import fit_lsa, regression_task_config
+from icgd.models import LSAConfig
 from icgd.tasks import LinearRegression, LinearRegressionConfig, ahn_spectrum
 from icgd.theory import ahn_optimal_preconditioner, one_layer_loss, optimal_one_layer_preconditioner
-from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig, train
+from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig
 
 DEFAULT_NOISE = {"isotropic_noisy": 0.5, "anisotropic": 0.0, "anisotropic_inverse_prior": 0.0}
 
@@ -126,24 +126,14 @@ class OneStepGDConfig(ExperimentConfig):
         if not isotropic:
             eigenvalues = self.eigenvalues if self.eigenvalues is not None else ahn_spectrum(self.d)
         prior = "inverse_covariance" if self.setting == "anisotropic_inverse_prior" else "identity"
-        try:
-            return LinearRegressionConfig(
-                d=self.d,
-                n=self.n,
-                covariance="identity" if isotropic else "rotated",
-                eigenvalues=eigenvalues,
-                weight_prior=prior,
-                noise_std=self.sigma_noise,
-            )
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "eigenvalues"
-            raise ValueError(f"{field}: {err['msg'].removeprefix('Value error, ')}") from None
-
-
-def _mse(model, batch) -> torch.Tensor:
-    Z, y_q = batch
-    return ((model.predict(Z) - y_q) ** 2).mean()
+        return regression_task_config(
+            d=self.d,
+            n=self.n,
+            covariance="identity" if isotropic else "rotated",
+            eigenvalues=eigenvalues,
+            weight_prior=prior,
+            noise_std=self.sigma_noise,
+        )
 
 
 def _gamma(model) -> torch.Tensor:
@@ -179,10 +169,6 @@ class OneStepGD:
         )
         eval_batch = (held_out.prompt(), held_out.y_q)
 
-        def sample(batch_size: int, generator: torch.Generator):
-            b = task.sample(batch_size, generator)
-            return b.prompt(), b.y_q
-
         def track(step: int, model) -> dict[str, float]:
             P, Q = (m.detach() for m in model.layer_matrices())
             gamma = _gamma(model).detach().double().cpu()
@@ -198,20 +184,15 @@ class OneStepGD:
             n_heads=config.n_heads,
             init_std=config.init_std,
         )
-        init = make_generator(derive_seed(config.seed, "init"), "cpu")
-        model = LinearSelfAttention(model_config, generator=init, dtype=dtype).to(device)
-        resume = ctx.resume and (ctx.run_dir / "checkpoint.safetensors").exists()
-        outcome = train(
-            model,
-            sample,
-            _mse,
+        model, outcome = fit_lsa(
+            model_config,
             config.train,
-            generator=make_generator(derive_seed(config.seed, "train"), device),
+            task,
+            seed=config.seed,
+            label=None,
             eval_batch=eval_batch,
-            run_dir=ctx.run_dir,
-            resume=resume,
+            ctx=ctx,
             on_eval=track,
-            progress=ctx.progress_for("one layer"),
         )
         if outcome.status == "diverged":
             return Outcome(

@@ -45,10 +45,11 @@ from icgd.core.registry import register
 from icgd.core.results import Claim, make_claim
 from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.base import ExperimentConfig, Outcome, RunContext
-from icgd.models import LinearSelfAttention, LSAConfig
+from icgd.experiments.common import fit_lsa, regression_task_config
+from icgd.models import LSAConfig
 from icgd.tasks import LinearRegression, LinearRegressionConfig, ahn_spectrum
 from icgd.theory import optimal_layer_scales, whitened_wishart_moments
-from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig, train
+from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig
 
 # Adam at lr 0.05 halved every 500 steps, 2500 steps, batch 4096, clip 0.01, init 1e-4.
 # Measured at the default (L, n, d) = (3, 20, 5), seed 0, sparse (theory a* = 0.422, 0.688, 1.715):
@@ -124,27 +125,14 @@ class StackedGDConfig(ExperimentConfig):
         eigenvalues = None
         if self.covariance != "identity":
             eigenvalues = self.eigenvalues if self.eigenvalues is not None else ahn_spectrum(self.d)
-        try:
-            return LinearRegressionConfig(
-                d=self.d,
-                n=self.n if n is None else n,
-                covariance=self.covariance,
-                eigenvalues=eigenvalues,
-                weight_prior="inverse_covariance",
-                noise_std=0.0,
-            )
-        except Exception as exc:  # pydantic ValidationError: keep the message short
-            errors = getattr(exc, "errors", None)
-            if errors is None:
-                raise
-            err = errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "eigenvalues"
-            raise ValueError(f"{field}: {err['msg'].removeprefix('Value error, ')}") from None
-
-
-def _mse(model, batch) -> torch.Tensor:
-    Z, y_q = batch
-    return ((model.predict(Z) - y_q) ** 2).mean()
+        return regression_task_config(
+            d=self.d,
+            n=self.n if n is None else n,
+            covariance=self.covariance,
+            eigenvalues=eigenvalues,
+            weight_prior="inverse_covariance",
+            noise_std=0.0,
+        )
 
 
 def _preconditioners(model) -> torch.Tensor:
@@ -173,16 +161,12 @@ class StackedGD:
         )
 
     def _fit(self, config, task, L: int, train_config: TrainConfig, ctx, sub: str, label: str):
-        device, dtype = task.device, task.dtype
+        device = task.device
         sigma = task.sigma
         held_out = task.sample(
             train_config.eval_batch_size, make_generator(derive_seed(config.seed, "eval"), device)
         )
         eval_batch = (held_out.prompt(), held_out.y_q)
-
-        def sample(batch_size: int, generator: torch.Generator):
-            b = task.sample(batch_size, generator)
-            return b.prompt(), b.y_q
 
         def track(step: int, model) -> dict[str, float]:
             whitened = whiten(_preconditioners(model), sigma)
@@ -199,21 +183,16 @@ class StackedGD:
             n_heads=config.n_heads,
             init_std=config.init_std,
         )
-        init = make_generator(derive_seed(config.seed, "init", label), "cpu")
-        model = LinearSelfAttention(model_config, generator=init, dtype=dtype).to(device)
-        run_dir = ctx.run_dir / sub if sub else ctx.run_dir
-        resume = ctx.resume and (run_dir / "checkpoint.safetensors").exists()
-        outcome = train(
-            model,
-            sample,
-            _mse,
+        model, outcome = fit_lsa(
+            model_config,
             train_config,
-            generator=make_generator(derive_seed(config.seed, "train", label), device),
+            task,
+            seed=config.seed,
+            label=label,
             eval_batch=eval_batch,
-            run_dir=run_dir,
-            resume=resume,
+            ctx=ctx,
+            sub=sub,
             on_eval=track,
-            progress=ctx.progress_for(label),
         )
         return model, outcome
 
