@@ -27,6 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_looped_step.py
 	$(BIN)/python benchmarks/bench_looped_gd_run.py
+	$(BIN)/python benchmarks/bench_prefix_baselines.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check icgd tests benchmarks
