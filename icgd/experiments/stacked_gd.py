@@ -73,16 +73,15 @@ DEFAULT_TRAIN = TrainConfig(
 # Sweep models (loss vs L, vs n): a shorter run of the same recipe (1000 steps of 2048 prompts,
 # halving every 250), enough for the loss curve, not for the fine structure of Γ_l: no claim reads
 # the sweep models; their losses are reported next to the theory-optimal PGD on the same prompts.
-SWEEP_TRAIN = TrainConfig(
-    steps=1000,
-    batch_size=2048,
-    optimizer=OptimizerConfig(kind="adam", lr=0.05),
-    schedule=ScheduleConfig(kind="step_halving", every=250),
-    clip_norm=0.01,
-    resample_every=1,
-    eval_every=100,
-    eval_batch_size=4096,
-    checkpoint_every=1000,
+SWEEP_TRAIN = DEFAULT_TRAIN.model_copy(
+    update={
+        "steps": 1000,
+        "batch_size": 2048,
+        "schedule": ScheduleConfig(kind="step_halving", every=250),
+        "eval_every": 100,
+        "eval_batch_size": 4096,
+        "checkpoint_every": 1000,
+    }
 )
 
 
