@@ -7,7 +7,13 @@ from icgd.algorithms.gd import (
     gradient_descent,
     preconditioned_gd,
 )
-from icgd.algorithms.gd_plus_plus import gd_plus_plus, gd_plus_plus_transform
+from icgd.algorithms.gd_plus_plus import (
+    fit_gd_plus_plus,
+    gd_plus_plus,
+    gd_plus_plus_spectral,
+    gd_plus_plus_steps,
+    gd_plus_plus_transform,
+)
 from icgd.algorithms.least_squares import bayes_posterior_mean, ols, ridge
 from icgd.algorithms.prefix import (
     prefix_averaging,
@@ -22,7 +28,10 @@ __all__ = [
     "bayes_posterior_mean",
     "best_step_size",
     "empirical_risk_gradient",
+    "fit_gd_plus_plus",
     "gd_plus_plus",
+    "gd_plus_plus_spectral",
+    "gd_plus_plus_steps",
     "gd_plus_plus_transform",
     "gradient_descent",
     "ols",

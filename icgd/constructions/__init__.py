@@ -4,6 +4,15 @@ Imports only `icgd.core` and `icgd.models`.
 """
 
 from icgd.constructions.preconditioned_gd import lsa_from_preconditioned_gd
-from icgd.constructions.von_oswald import lsa_from_gd_plus_plus, lsa_from_gd_step
+from icgd.constructions.von_oswald import (
+    lsa_from_gd_plus_plus,
+    lsa_from_gd_plus_plus_steps,
+    lsa_from_gd_step,
+)
 
-__all__ = ["lsa_from_gd_plus_plus", "lsa_from_gd_step", "lsa_from_preconditioned_gd"]
+__all__ = [
+    "lsa_from_gd_plus_plus",
+    "lsa_from_gd_plus_plus_steps",
+    "lsa_from_gd_step",
+    "lsa_from_preconditioned_gd",
+]

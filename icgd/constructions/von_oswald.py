@@ -26,6 +26,11 @@ GD++ (§4) puts a covariate layer first: `P₁ = [[−γ I, 0], [0, 0]]`, `Q₁ 
 column j by `(1/n) Σ_i [−γ x_i; 0] x_iᵀ x_j = [−γ Ŝ x_j; 0]`, i.e. `x_j ← (I − γ Ŝ) x_j` with
 `Ŝ = (1/n) Σ_{i≤n} x_i x_iᵀ` for every column (query included), labels untouched. The paper's
 `X Xᵀ = Σ_i x_i x_iᵀ` has no 1/n: its γ is our `γ / n` (see `icgd.algorithms.gd_plus_plus`).
+
+Several GD++ steps (`lsa_from_gd_plus_plus_steps`): layer l has both parts at once,
+`P_l = [[−γ_l I, 0], [0, −η_l]]`, `Q_l = [[I, 0], [0, 0]]`; column j moves by
+`(1/n) Σ_i [−γ_l x_i; −η_l r_i] x_iᵀ x_j`, the covariate and residual updates of
+`icgd.algorithms.gd_plus_plus_steps`, both from the layer's input.
 """
 
 from __future__ import annotations
@@ -51,6 +56,13 @@ def _covariate_matrices(d: int, gamma: float, dtype: torch.dtype) -> tuple[Tenso
     P[:d, :d] = -float(gamma) * torch.eye(d, dtype=dtype)
     Q = torch.zeros(d + 1, d + 1, dtype=dtype)
     Q[:d, :d] = torch.eye(d, dtype=dtype)
+    return P, Q
+
+
+def _gd_plus_plus_layer(d: int, eta: float, gamma: float, dtype: torch.dtype):
+    """`P = [[−γ I, 0], [0, −η]]`, `Q = [[I, 0], [0, 0]]`: one GD++ step (covariates and labels)."""
+    P, Q = _gd_step_matrices(d, eta, dtype)
+    P[:d, :d] = -float(gamma) * torch.eye(d, dtype=dtype)
     return P, Q
 
 
@@ -106,4 +118,25 @@ def lsa_from_gd_plus_plus(
     _check_d(d)
     return _full_model(
         [_covariate_matrices(d, gamma, dtype), _gd_step_matrices(d, eta, dtype)], dtype
+    )
+
+
+def lsa_from_gd_plus_plus_steps(
+    d: int, etas, gammas, *, dtype: torch.dtype = torch.float64
+) -> LinearSelfAttention:
+    """A new L-layer, one-head `full` LSA running L GD++ steps (von Oswald et al. 2023, §4).
+
+    Layer l: `P_l = [[−γ_l I, 0], [0, −η_l]]`, `Q_l = [[I, 0], [0, 0]]`, for `etas`, `gammas` of
+    length L ≥ 1. Its prediction equals `icgd.algorithms.gd_plus_plus_steps(X, y, x_q, etas,
+    gammas)[-1]`; with every γ_l = 0 it is L plain GD steps with steps η_l.
+    """
+    _check_d(d)
+    etas = [float(e) for e in torch.as_tensor(etas).flatten()]
+    gammas = [float(g) for g in torch.as_tensor(gammas).flatten()]
+    if len(etas) != len(gammas) or not etas:
+        raise ValueError(
+            f"etas and gammas must have the same length >= 1, got {len(etas)} and {len(gammas)}"
+        )
+    return _full_model(
+        [_gd_plus_plus_layer(d, e, g, dtype) for e, g in zip(etas, gammas, strict=True)], dtype
     )

@@ -29,9 +29,10 @@ def draw_figures(run_dir: str | Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
-    from icgd.reporting import looped_gd, one_step_gd, stacked_gd
+    from icgd.reporting import gd_vs_transformer, looped_gd, one_step_gd, stacked_gd
 
     drawers = {
+        "gd-vs-transformer": gd_vs_transformer.draw,
         "looped-gd": looped_gd.draw,
         "one-step-gd": one_step_gd.draw,
         "stacked-gd": stacked_gd.draw,

@@ -2,9 +2,15 @@
 
 A prompt is `n` labelled points and one query drawn from one random linear model:
 
-    x_i, x_q ~ N(0, Σ),   Σ = U diag(λ) Uᵀ,
+    x_i, x_q = α Σ₀^{1/2} z,   Σ₀ = U diag(λ) Uᵀ,   z ~ N(0, I) or U(−1, 1)^d,
     w*       ~ N(0, Σ_w),  Σ_w ∈ {I, Σ⁻¹, I/d},
     y_i = x_iᵀ w* + σ ε_i,  y_q = x_qᵀ w* + σ ε_q,  ε ~ N(0, 1).
+
+By default z is Gaussian and the scale α = 1, so `x ~ N(0, Σ)` with `Σ = Σ₀`. von Oswald et al. 2023
+("Transformers learn in-context by gradient descent") draw `x ~ U(−1, 1)^d` instead, and test out of
+distribution on `x ~ U(−α, α)^d`: that is `input_distribution="uniform"`, `input_scale=α` with
+Σ₀ = I. Σ always denotes the covariance the inputs really have, `α² Σ₀` (Gaussian) or `α² Σ₀ / 3`
+(uniform, since Var U(−1, 1) = 1/3), and the prior `N(0, Σ⁻¹)` uses that Σ.
 
 `U` is the identity, or a Haar-random orthogonal matrix (kind "rotated": QR of a d×d standard
 Gaussian with the signs fixed by the diagonal of R), or the eigenvectors of a user-given matrix
@@ -31,6 +37,7 @@ from icgd.core.prompts import build_prompt
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 NonNegativeFiniteFloat = Annotated[FiniteFloat, Field(ge=0)]
+PositiveFiniteFloat = Annotated[FiniteFloat, Field(gt=0)]
 
 _EIGEN_KINDS = ("eigenvalues", "rotated")
 
@@ -55,6 +62,9 @@ class LinearRegressionConfig(Config):
     - `weight_prior`: `w* ~ N(0, I)` ("identity"), `N(0, Σ⁻¹)` ("inverse_covariance") or
       `N(0, I/d)` ("scaled_identity").
     - `noise_std`: `σ ≥ 0`, the label-noise standard deviation.
+    - `input_distribution`: the law of z in `x = α Σ₀^{1/2} z`: "gaussian" N(0, I) or "uniform"
+      U(−1, 1)^d (von Oswald et al.'s data, with `covariance="identity"`).
+    - `input_scale`: α > 0, multiplies every input (an out-of-distribution knob).
     """
 
     d: PositiveInt = 5
@@ -64,6 +74,8 @@ class LinearRegressionConfig(Config):
     matrix: tuple[tuple[FiniteFloat, ...], ...] | None = None
     weight_prior: Literal["identity", "inverse_covariance", "scaled_identity"] = "identity"
     noise_std: NonNegativeFiniteFloat = 0.0
+    input_distribution: Literal["gaussian", "uniform"] = "gaussian"
+    input_scale: PositiveFiniteFloat = 1.0
 
     # Field validators run in declaration order, so `d` and `covariance` are in `info.data` (when
     # they were valid themselves); an error raised here is located at the field it names.
@@ -162,7 +174,8 @@ class LinearRegression:
 
     Attributes (all on `device`, in `dtype`; computed in float64 on CPU first so that Σ is the same
     numbers on every device and dtype up to the final rounding):
-    `eigenvalues` (d,) λ; `rotation` (d, d) U; `sigma` (d, d) Σ = U diag(λ) Uᵀ; `sigma_sqrt`,
+    `eigenvalues` (d,) λ; `rotation` (d, d) U; `sigma` (d, d) Σ = U diag(λ) Uᵀ, the covariance of
+    the inputs (`α² Σ₀`, or `α² Σ₀ / 3` for uniform inputs); `sigma_sqrt`,
     `sigma_inv_sqrt`, `sigma_inv` (d, d) the symmetric square root, its inverse and Σ⁻¹;
     `weight_covariance` (d, d) Σ_w, the prior covariance of w*.
     """
@@ -197,6 +210,11 @@ class LinearRegression:
             M = torch.tensor(config.matrix, dtype=f64)
             lam, U = torch.linalg.eigh((M + M.T) / 2)
 
+        alpha = config.input_scale
+        input_map = alpha * ((U * lam.sqrt()) @ U.T)  # α Σ₀^{1/2}: x = α Σ₀^{1/2} z
+        # From here on λ are the eigenvalues of the inputs' true covariance Σ (Var z = 1 or 1/3).
+        uniform = config.input_distribution == "uniform"
+        lam = lam * (alpha**2 / 3 if uniform else alpha**2)
         sigma = (U * lam) @ U.T  # U diag(λ) Uᵀ
         sigma = (sigma + sigma.T) / 2
         sigma_sqrt = (U * lam.sqrt()) @ U.T
@@ -221,6 +239,7 @@ class LinearRegression:
         self.sigma_inv = cast(sigma_inv)
         self.weight_covariance = cast(weight_cov)
         self._weight_sqrt = cast(weight_sqrt)
+        self._input_map = cast(input_map)
         self._population_loss_of_zero = float(torch.trace(sigma @ weight_cov)) + config.noise_std**2
 
     def population_loss_of_zero(self) -> float:
@@ -243,8 +262,11 @@ class LinearRegression:
             raise ValueError(f"batch_size and n must be >= 1, got {batch_size} and {n}")
         B, d = int(batch_size), self.d
         kw = {"generator": generator, "device": self.device, "dtype": self.dtype}
-        g = torch.randn(B, n + 1, d, **kw)
-        inputs = g @ self.sigma_sqrt  # (B, n+1, d): rows Σ^{1/2} g_i (Σ^{1/2} symmetric)
+        if self.config.input_distribution == "uniform":
+            z = 2 * torch.rand(B, n + 1, d, **kw) - 1  # (B, n+1, d) U(−1, 1)
+        else:
+            z = torch.randn(B, n + 1, d, **kw)  # (B, n+1, d) N(0, 1)
+        inputs = z @ self._input_map  # (B, n+1, d): rows α Σ₀^{1/2} z_i (Σ₀^{1/2} symmetric)
         w_star = torch.randn(B, d, **kw) @ self._weight_sqrt  # (B, d)
         eps = torch.randn(B, n + 1, **kw)  # (B, n+1)
         labels = torch.einsum("bnd,bd->bn", inputs, w_star) + self.config.noise_std * eps

@@ -5,9 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from icgd.algorithms import gd_plus_plus, gradient_descent
+from icgd.algorithms import (
+    best_step_size,
+    fit_gd_plus_plus,
+    gd_plus_plus,
+    gd_plus_plus_spectral,
+    gd_plus_plus_steps,
+    gradient_descent,
+)
 from icgd.algorithms.gd_plus_plus import gd_plus_plus_transform
-from icgd.constructions import lsa_from_gd_plus_plus, lsa_from_gd_step
+from icgd.constructions import (
+    lsa_from_gd_plus_plus,
+    lsa_from_gd_plus_plus_steps,
+    lsa_from_gd_step,
+)
 from icgd.core.prompts import build_prompt
 from icgd.core.rng import make_generator
 
@@ -126,3 +137,108 @@ def test_constructions_return_new_models_and_reject_bad_d():
     with pytest.raises(ValueError, match="d must be"):
         lsa_from_gd_plus_plus(-1, 0.5, 0.1)
     assert lsa_from_gd_step(3, 0.5, dtype=torch.float32).P.dtype == torch.float32
+
+
+# --- several GD++ steps --------------------------------------------------------------------------
+
+
+def gd_plus_plus_steps_by_loop(X, y, x_q, etas, gammas):
+    """The GD++ iteration written prompt by prompt and column by column (slow, obvious)."""
+    B, n, d = X.shape
+    out = torch.zeros(len(etas) + 1, B, dtype=X.dtype)
+    for b in range(B):
+        cols = [X[b, j].clone() for j in range(n)] + [x_q[b].clone()]
+        res = [y[b, j].item() for j in range(n)] + [0.0]
+        for step, (eta, gamma) in enumerate(zip(etas, gammas, strict=True)):
+            S = sum(torch.outer(cols[i], cols[i]) for i in range(n)) / n
+            g = [
+                sum(res[i] * (cols[i] @ cols[j]).item() for i in range(n)) / n for j in range(n + 1)
+            ]
+            cols = [cols[j] - gamma * (S @ cols[j]) for j in range(n + 1)]
+            res = [res[j] - eta * g[j] for j in range(n + 1)]
+            out[step + 1, b] = -res[n]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gd_plus_plus_steps_by_hand_and_construction(seed):
+    X, y, x_q, _, _ = random_problem(seed, B=5)
+    g = make_generator(100 + seed)
+    L = 1 + seed
+    etas = 0.1 + torch.rand(L, generator=g, dtype=F64)
+    gammas = 0.5 * torch.rand(L, generator=g, dtype=F64)
+    steps = gd_plus_plus_steps(X, y, x_q, etas, gammas)  # (L+1, B)
+    assert steps.shape == (L + 1, 5)
+    assert (
+        rel_err(steps, gd_plus_plus_steps_by_loop(X, y, x_q, etas.tolist(), gammas.tolist())) < TOL
+    )
+    for depth in range(1, L + 1):  # the construction's prediction after every depth
+        model = lsa_from_gd_plus_plus_steps(X.shape[2], etas[:depth], gammas[:depth])
+        assert model.config.n_layers == depth
+        with torch.no_grad():
+            pred = model.predict(build_prompt(X, y, x_q))
+        assert rel_err(pred, steps[depth]) < TOL
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_gd_plus_plus_steps_special_cases(seed):
+    X, y, x_q, eta, gamma = random_problem(seed)
+    # γ = 0: plain GD with per-step steps
+    etas = torch.tensor([eta, 0.5 * eta, 0.3], dtype=F64)
+    plain = gd_plus_plus_steps(X, y, x_q, etas, torch.zeros(3, dtype=F64))
+    gd = gradient_descent(X, y, etas).predict(x_q)  # (L+1, B), row 0 is w_0 = 0
+    assert rel_err(plain, gd) < TOL
+    # a covariate step then a GD step is the one-step GD++ of `gd_plus_plus`
+    two = gd_plus_plus_steps(X, y, x_q, [0.0, eta], [gamma, 0.0])[-1]
+    assert rel_err(two, gd_plus_plus(X, y, x_q, eta, gamma)) < TOL
+
+
+def test_gd_plus_plus_steps_rejects_bad_shapes():
+    X, y, x_q, _, _ = random_problem(0)
+    with pytest.raises(ValueError, match="same length"):
+        gd_plus_plus_steps(X, y, x_q, [0.1, 0.2], [0.1])
+    with pytest.raises(ValueError, match="expected X"):
+        gd_plus_plus_steps(X, y[:, :-1], x_q, [0.1], [0.1])
+    with pytest.raises(ValueError, match="same length"):
+        lsa_from_gd_plus_plus_steps(3, [0.1, 0.2], [0.1])
+
+
+def test_fit_gd_plus_plus_beats_its_start_and_plain_gd():
+    """The fitted (η, γ) are a stationary point no worse than the best constant-step GD."""
+    g = make_generator(7)
+    B, n, d = 4096, 10, 5
+    X = 2 * torch.rand(B, n, d, generator=g, dtype=F64) - 1
+    x_q = 2 * torch.rand(B, d, generator=g, dtype=F64) - 1
+    w = torch.randn(B, d, generator=g, dtype=F64)
+    y, y_q = torch.einsum("bnd,bd->bn", X, w), (x_q * w).sum(-1)
+    etas, gammas = fit_gd_plus_plus(X, y, x_q, y_q, 2)
+    assert etas.shape == gammas.shape == (2,) and etas.dtype == F64
+
+    def loss(e, c):
+        return (gd_plus_plus_steps(X, y, x_q, e, c)[-1] - y_q).square().mean().item()
+
+    fitted = loss(etas, gammas)
+    eta_gd = best_step_size(X, y, x_q, y_q, 2)
+    assert fitted < loss(torch.full((2,), eta_gd), torch.zeros(2))
+    # a stationary point: small moves in any coordinate do not lower the loss
+    for k in range(4):
+        for sign in (1, -1):
+            p = torch.cat([etas, gammas]).clone()
+            p[k] *= 1 + sign * 1e-3
+            assert loss(p[:2], p[2:]) >= fitted - 1e-12
+    with pytest.raises(ValueError, match="n_steps"):
+        fit_gd_plus_plus(X, y, x_q, y_q, 0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_gd_plus_plus_spectral_equals_the_direct_iteration(seed):
+    """The eigen-form (one eigh per prompt) equals the layer-by-layer iteration, n < d too."""
+    X, y, x_q, _, _ = random_problem(seed)
+    g = make_generator(200 + seed)
+    L = 1 + seed % 4
+    etas = 0.1 + 2 * torch.rand(L, generator=g, dtype=F64)
+    gammas = torch.rand(L, generator=g, dtype=F64) - 0.2
+    direct = gd_plus_plus_steps(X, y, x_q, etas, gammas)[-1]
+    assert rel_err(gd_plus_plus_spectral(X, y, x_q, etas, gammas), direct) < TOL
+    gd = gradient_descent(X, y, etas).predict(x_q)[-1]  # γ = 0: plain GD
+    assert rel_err(gd_plus_plus_spectral(X, y, x_q, etas, torch.zeros(L, dtype=F64)), gd) < TOL

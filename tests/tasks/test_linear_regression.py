@@ -172,6 +172,32 @@ def test_empirical_input_covariance_matches_sigma():
     assert_second_moments(xs, task.sigma, "E[x xᵀ] vs Σ")
 
 
+@pytest.mark.parametrize("scale", [0.5, 1.0, 2.0])
+def test_uniform_inputs_lie_in_the_box_with_covariance_alpha2_over_3(scale):
+    """von Oswald et al.'s x ~ U(−α, α)^d: in the box, Σ = α²/3 · I, the same w* and noise."""
+    config = LinearRegressionConfig(d=4, n=30, input_distribution="uniform", input_scale=scale)
+    task = LinearRegression(config, dtype=torch.float64)
+    torch.testing.assert_close(task.sigma, torch.eye(4, dtype=torch.float64) * scale**2 / 3)
+    torch.testing.assert_close(task.sigma_sqrt @ task.sigma_sqrt, task.sigma)
+    assert task.population_loss_of_zero() == pytest.approx(4 * scale**2 / 3, rel=1e-12)
+    b = task.sample(2000, gen(21))
+    xs = torch.cat([b.X.reshape(-1, 4), b.x_q])  # (B(n+1), d)
+    assert xs.abs().max().item() <= scale
+    assert xs.abs().max().item() > 0.99 * scale  # fills the box
+    assert_second_moments(xs, task.sigma, "E[x xᵀ] vs α²/3 I")
+    # the weights do not depend on the input law (drawn after the inputs, same generator use)
+    gaussian = LinearRegression(LinearRegressionConfig(d=4, n=30), dtype=torch.float64)
+    torch.testing.assert_close(b.w_star, gaussian.sample(2000, gen(21)).w_star)
+
+
+def test_input_scale_scales_gaussian_inputs_and_sigma():
+    base = LinearRegression(rotated(n=6), dtype=torch.float64)
+    scaled = LinearRegression(rotated(n=6, input_scale=3.0), dtype=torch.float64)
+    torch.testing.assert_close(scaled.sigma, 9 * base.sigma)
+    torch.testing.assert_close(scaled.sigma_inv, base.sigma_inv / 9)
+    torch.testing.assert_close(scaled.sample(5, gen(2)).X, 3 * base.sample(5, gen(2)).X)
+
+
 @pytest.mark.parametrize("prior", ["identity", "inverse_covariance", "scaled_identity"])
 def test_empirical_weight_covariance_matches_prior(prior):
     task = LinearRegression(rotated(n=2, weight_prior=prior), dtype=torch.float64)
@@ -255,6 +281,8 @@ BAD_CONFIGS = [
         "only used",
     ),
     ({"sigma": 1.0}, "sigma", "unknown key"),
+    ({"input_distribution": "laplace"}, "input_distribution", "gaussian"),
+    ({"input_scale": 0}, "input_scale", "greater than 0"),
 ]
 
 

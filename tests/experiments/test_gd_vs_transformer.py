@@ -1,0 +1,174 @@
+"""`gd-vs-transformer`: claims on synthetic metrics, the gauge alignment used by the interpolation,
+tiny runs (folder, figures, determinism), bad input at the CLI, and the default run (slow)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from icgd.cli import main
+from icgd.constructions import lsa_from_gd_step
+from icgd.core.results import read_result
+from icgd.experiments import load_all
+from icgd.experiments.gd_vs_transformer import (
+    GDvsTransformer,
+    GDvsTransformerConfig,
+    _gd_step_aligned,
+    _with_weights,
+)
+from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
+from icgd.reporting.figures import draw_figures
+
+load_all()
+
+TINY = [
+    "d=3",
+    "n=6",
+    "depth=2",
+    "train.steps=20",
+    "train.batch_size=128",
+    "train.eval_batch_size=128",
+    "train.eval_every=10",
+    "train.checkpoint_every=10",
+    "train_deep.steps=20",
+    "train_deep.batch_size=128",
+    "train_deep.eval_batch_size=128",
+    "train_deep.eval_every=10",
+    "train_deep.checkpoint_every=10",
+    "test_batch_size=512",
+    "fit_batch_size=512",
+    "comparison_batch_size=64",
+    "ood_scales=[0.5,1.0,2.0]",
+    "interpolation_points=3",
+]
+
+IDEAL = {
+    "one_layer_vs_gd_model_cosine": 0.9999,
+    "loss_one_layer": 1.642,
+    "loss_gd": 1.641,
+    "interpolation_max_ratio": 1.001,
+    "loss_deep": 0.45,
+    "loss_gd_steps": 1.05,
+    "deep_vs_gdpp_model_cosine": 0.98,
+    "loss_gdpp": 0.43,
+    "ood_max_rel_one_layer": 0.01,
+}
+BROKEN = {
+    "one_layer_vs_gd_model_cosine": 0.95,
+    "loss_one_layer": 1.8,
+    "interpolation_max_ratio": 1.3,
+    "loss_gd_steps": 0.4,  # deep model no better than plain GD (and GD++ is not hit either way)
+    "deep_vs_gdpp_model_cosine": 0.8,
+    "loss_gdpp": 0.3,
+    "ood_max_rel_one_layer": 0.3,
+}
+
+
+def test_claims_pass_on_ideal_metrics_and_fail_one_by_one():
+    config = GDvsTransformerConfig()
+    claims = GDvsTransformer().check(config, IDEAL)
+    assert [c.name for c in claims] == [
+        "one_layer_is_gd",
+        "one_layer_loss",
+        "interpolation_keeps_loss",
+        "deep_beats_gd",
+        "deep_tracks_gdpp_cosine",
+        "deep_tracks_gdpp_loss",
+        "ood_degrades_like_gd",
+    ]
+    assert all(c.passed for c in claims), [c for c in claims if not c.passed]
+    for key, value in BROKEN.items():
+        failed = [
+            c.name for c in GDvsTransformer().check(config, IDEAL | {key: value}) if not c.passed
+        ]
+        assert len(failed) == 1, (key, failed)
+
+
+@pytest.mark.parametrize("c", [3.0, -0.25])
+def test_alignment_recovers_a_rescaled_construction(c):
+    """A model equal to the construction up to (cP, Q/c) is aligned onto itself: flat path."""
+    d, eta = 4, 0.8
+    gd = lsa_from_gd_step(d, eta)
+    P, Q = (m.detach() for m in gd.layer_matrices())
+    rescaled = _with_weights(gd, c * P, Q / c)
+    P_a, Q_a = _gd_step_aligned(rescaled, eta)
+    torch.testing.assert_close(P_a, c * P, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(Q_a, Q / c, rtol=1e-12, atol=1e-12)
+    # the aligned construction computes the same function as the plain one
+    Z = torch.randn(5, d + 1, 8, dtype=torch.float64)
+    Z[:, d, -1] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(
+            _with_weights(gd, P_a, Q_a).predict(Z), gd.predict(Z), rtol=1e-12, atol=1e-12
+        )
+
+
+def run(tmp_path, overrides=(), name="run"):
+    config = resolve_config("gd-vs-transformer", overrides=TINY + list(overrides))
+    run_dir = prepare_run_dir("gd-vs-transformer", config, tmp_path / name)
+    return config, run_dir, run_experiment("gd-vs-transformer", config, run_dir)
+
+
+def test_tiny_run_writes_a_complete_folder_and_repeats_exactly(tmp_path):
+    config, run_dir, result = run(tmp_path)
+    assert result.status in ("passed", "failed")
+    assert read_result(run_dir / "result.json") == result
+    m = result.metrics
+    for key in (
+        "loss_one_layer",
+        "loss_gd",
+        "eta_gd",
+        "one_layer_vs_gd_model_cosine",
+        "interpolation_max_ratio",
+        "loss_deep",
+        "loss_gd_steps",
+        "loss_gdpp",
+        "deep_vs_gdpp_model_cosine",
+        "ood_max_rel_one_layer",
+    ):
+        assert math.isfinite(m[key]), key
+    assert len(m["interpolation_loss"]) == 3 and len(m["gdpp_etas"]) == 2
+    assert len(m["ood_loss_gd"]) == 3
+    # GD++ is fitted with GD inside its family (γ = 0), on other prompts: it cannot be far worse
+    assert m["loss_gdpp"] <= 1.2 * m["loss_gd_steps"]
+    assert len(result.claims) == 7
+    for sub in ("one_layer", "deep"):
+        assert (run_dir / sub / "checkpoint.safetensors").is_file(), sub
+    figures = {p.name for p in draw_figures(run_dir)}
+    assert {
+        "training_loss.png",
+        "interpolation.png",
+        "ood_sweep.png",
+        "one_layer_P_Q.png",
+        "deep_P_Q.png",
+    } <= figures
+    _, _, again = run(tmp_path, name="again")
+    assert again.metrics == result.metrics
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("depth=1", "depth"),
+        ("input_distribution=laplace", "input_distribution"),
+        ("ood_scales=[]", "ood_scales"),
+        ("interpolation_points=1", "interpolation_points"),
+    ],
+)
+def test_bad_config_is_one_line_exit_2(tmp_path, capsys, override, field):
+    code = main(["run", "gd-vs-transformer", "--set", override, "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert field in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error:")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_default_run_passes_every_claim(tmp_path):
+    config = resolve_config("gd-vs-transformer", overrides=[])
+    run_dir = prepare_run_dir("gd-vs-transformer", config, tmp_path / "default")
+    result = run_experiment("gd-vs-transformer", config, run_dir)
+    assert result.status == "passed", [c for c in result.claims if not c.passed]
