@@ -24,6 +24,12 @@ von Oswald, Niklasson, Randazzo, Sacramento, Mordvintsev, Zhmoginov, Vladymyrov 
    `ood_scales` (training used α = 1); the trained models and their algorithms (η, (η_l, γ_l) kept
    from α = 1) are evaluated on the same prompts. A model that *is* GD degrades exactly as GD.
 
+Measured (default run, seed 0): every claim passes, and out of distribution the two-layer model
+does *not* degrade like GD++: at α = 1.25 its loss is 36.9 against GD++'s 7.0 and 2-step GD's
+4.5, at α = 2 3.6·10⁶ against 3.2·10⁴ (`ood_max_rel_deep`): inside the training range it matches
+GD++ (cosine 0.99), outside it its extra polynomial terms dominate. The one-layer model tracks GD
+to 1% over the whole sweep.
+
 Every loss is a mean over the same test prompts for all predictors (paired), so differences are
 not sampling noise. At n = d the empirical covariance is often nearly singular and the losses of
 multi-step predictors are heavy-tailed; standard errors are reported next to the means.
@@ -50,7 +56,7 @@ from icgd.models import LinearSelfAttention, LSAConfig
 from icgd.tasks import LinearRegression, LinearRegressionConfig
 from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig
 
-# One layer: Adam lr 0.1, cosine decay over 2000 steps of 2048 fresh prompts, init N(0, 0.1²)
+# One layer: Adam lr 0.1, cosine decay over 2000 steps of 2048 fresh prompts, init N(0, 0.01²)
 # (the one-step-gd recipe, shorter: d = n = 10 converges faster). Measured, seed 0: model cosine
 # to line-searched GD 0.9999, loss within 0.03% of GD's; ≈ 15 s on 2 cores.
 ONE_LAYER_TRAIN = TrainConfig(
@@ -65,11 +71,20 @@ ONE_LAYER_TRAIN = TrainConfig(
     checkpoint_every=500,
 )
 
-# Several layers: RECIPE TBD
+# Several layers: Adam lr 0.01, cosine decay over 2000 steps of 1024 fresh prompts, init
+# N(0, 0.01²). Measured at d = n = 10, seed 0 (test losses: GD / GD++ / trained, same prompts):
+# - depth 2 (this recipe, the default run): 1.246 / 0.830 / 0.742; model cosine to GD++ 0.991,
+#   to GD 0.947. Layer 1 learns P ≈ I, Q ≈ [[−I, 0], [0, 0]] (a covariate step and a GD step at
+#   once), layer 2 a pure GD step: the GD++ pattern of `lsa_from_gd_plus_plus_steps`.
+# - depth 3, lr 0.01, init 1e-3, clip 0.01: 1.056 / 0.427 / 0.600, still falling at step 2000;
+#   lr 0.003: 1.43 (worse than GD; the loss rose after step 300); lr 0.02, batch 2048: diverged
+#   on a fraction of prompts. GD++'s fitted steps grow fast with depth (η ≈ 5, 2.7 at L = 2;
+#   ≈ 22, 6, 8 at L = 3) because n = d makes Ŝ nearly singular, and the weights the model needs
+#   grow with them: deeper models need longer, gentler training than a 3-minute default allows.
 DEEP_TRAIN = TrainConfig(
     steps=2000,
     batch_size=1024,
-    optimizer=OptimizerConfig(kind="adam", lr=0.003),
+    optimizer=OptimizerConfig(kind="adam", lr=0.01),
     schedule=ScheduleConfig(kind="cosine"),
     clip_norm=None,
     resample_every=1,
@@ -104,8 +119,8 @@ class GDvsTransformerConfig(ExperimentConfig):
     n: Annotated[int, Field(gt=0, le=10_000)] = 10
     noise_std: NonNegativeFloat = 0.0
     input_distribution: Literal["uniform", "gaussian"] = "uniform"
-    depth: Annotated[int, Field(ge=2, le=16)] = 3
-    init_std: NonNegativeFloat = 0.1
+    depth: Annotated[int, Field(ge=2, le=16)] = 2
+    init_std: NonNegativeFloat = 0.01
     train: TrainConfig = ONE_LAYER_TRAIN
     train_deep: TrainConfig = DEEP_TRAIN
     ood_scales: tuple[PositiveFloat, ...] = Field(default=OOD_SCALES, min_length=1)
@@ -162,6 +177,22 @@ def _with_weights(model: LinearSelfAttention, P: torch.Tensor, Q: torch.Tensor):
         clone.P.copy_(P)
         clone.Q.copy_(Q)
     return clone
+
+
+def _off_pattern_ratio(P: torch.Tensor, Q: torch.Tensor) -> list[float]:
+    """Per layer, `‖off-pattern entries of (P_l, Q_l)‖_F / ‖(P_l, Q_l)‖_F` for the GD++ pattern.
+
+    A GD++ layer (`lsa_from_gd_plus_plus_steps`, up to the rescaling symmetry) has only the
+    diagonal of the x-blocks `P[:d, :d]`, `Q[:d, :d]` and the label entry `P[d, d]`; 0 means the
+    layer has exactly that structure (with any diagonal values). P, Q: (L, d+1, d+1) → L floats.
+    """
+    d = P.shape[-1] - 1
+    eye = torch.eye(d + 1, dtype=torch.bool, device=P.device)
+    mask_P, mask_Q = eye.clone(), eye.clone()
+    mask_Q[d, d] = False
+    off = (P * ~mask_P).square().sum((-2, -1)) + (Q * ~mask_Q).square().sum((-2, -1))
+    total = P.square().sum((-2, -1)) + Q.square().sum((-2, -1))
+    return (off / total).sqrt().tolist()
 
 
 def _comparison(prefix: str, fn_a, fn_b, batch) -> dict[str, float]:
@@ -307,6 +338,9 @@ class GDvsTransformer:
         )
         metrics |= _comparison("deep_vs_gdpp", lsa_prediction_fn(deep), gdpp, compare_batch)
 
+        P_deep, Q_deep = (m.detach()[:, 0] for m in deep.layer_matrices())  # (L, d+1, d+1)
+        metrics["deep_off_pattern_ratio"] = _off_pattern_ratio(P_deep, Q_deep)
+
         # --- 4. out of distribution: x ~ U(−α, α)^d --------------------------------------------
         ood = {k: [] for k in ("one_layer", "gd", "deep", "gd_steps", "gdpp")}
         for i, scale in enumerate(config.ood_scales):
@@ -331,8 +365,8 @@ class GDvsTransformer:
         arrays = {
             "one_layer_P": P1.double().cpu(),
             "one_layer_Q": Q1.double().cpu(),
-            "deep_P": deep.layer_matrices()[0].detach()[:, 0].double().cpu(),  # (L, d+1, d+1)
-            "deep_Q": deep.layer_matrices()[1].detach()[:, 0].double().cpu(),
+            "deep_P": P_deep.double().cpu(),
+            "deep_Q": Q_deep.double().cpu(),
         }
         return Outcome(metrics=metrics, arrays=arrays)
 

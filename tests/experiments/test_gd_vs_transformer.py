@@ -172,3 +172,15 @@ def test_default_run_passes_every_claim(tmp_path):
     run_dir = prepare_run_dir("gd-vs-transformer", config, tmp_path / "default")
     result = run_experiment("gd-vs-transformer", config, run_dir)
     assert result.status == "passed", [c for c in result.claims if not c.passed]
+
+
+def test_off_pattern_ratio_is_zero_on_the_gd_plus_plus_construction():
+    from icgd.constructions import lsa_from_gd_plus_plus_steps
+    from icgd.experiments.gd_vs_transformer import _off_pattern_ratio
+
+    model = lsa_from_gd_plus_plus_steps(3, [0.5, 2.0], [0.3, 0.0])
+    P, Q = (m.detach()[:, 0] for m in model.layer_matrices())
+    assert _off_pattern_ratio(P, Q) == [0.0, 0.0]
+    P[1, 0, 3] = 1.0  # an x → y leak in layer 2: P[0, d]
+    ratios = _off_pattern_ratio(P, Q)
+    assert ratios[0] == 0.0 and 0 < ratios[1] < 1
