@@ -1,5 +1,6 @@
 """Analysis: metrics that read trained weights and predictions against algorithms and theory."""
 
+from icgd.analysis.algorithm_distance import ilwd, implicit_weights, linear_weights, spd
 from icgd.analysis.comparison import (
     compare,
     gd_prediction_fn,
@@ -25,6 +26,9 @@ __all__ = [
     "effective_preconditioners",
     "gd_prediction_fn",
     "identity_scale",
+    "ilwd",
+    "implicit_weights",
+    "linear_weights",
     "lsa_prediction_fn",
     "model_cosine",
     "model_difference",
@@ -33,5 +37,6 @@ __all__ = [
     "prediction_rmse",
     "predictor_leak_ratio",
     "query_sensitivity",
+    "spd",
     "whiten",
 ]

@@ -92,7 +92,8 @@ class Provenance(BaseModel):
     wall_seconds: float
 
 
-Metric = float | int | list[float] | None
+# NaN/inf are written as null (JSON has no NaN), inside lists too, so a list may hold None.
+Metric = float | int | list[float | None] | None
 
 
 class Result(BaseModel):

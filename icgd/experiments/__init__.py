@@ -12,6 +12,7 @@ MODULES = (
     "icgd.experiments.looped_gd",
     "icgd.experiments.one_step_gd",
     "icgd.experiments.stacked_gd",
+    "icgd.experiments.which_algorithm",
 )
 
 

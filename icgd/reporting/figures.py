@@ -29,13 +29,20 @@ def draw_figures(run_dir: str | Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
-    from icgd.reporting import gd_vs_transformer, looped_gd, one_step_gd, stacked_gd
+    from icgd.reporting import (
+        gd_vs_transformer,
+        looped_gd,
+        one_step_gd,
+        stacked_gd,
+        which_algorithm,
+    )
 
     drawers = {
         "gd-vs-transformer": gd_vs_transformer.draw,
         "looped-gd": looped_gd.draw,
         "one-step-gd": one_step_gd.draw,
         "stacked-gd": stacked_gd.draw,
+        "which-algorithm": which_algorithm.draw,
     }
     run_dir = Path(run_dir)
     result = read_result(run_dir / "result.json")
