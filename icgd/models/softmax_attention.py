@@ -1,0 +1,214 @@
+"""One multi-head softmax attention layer for in-context linear regression (SPEC §2.1).
+
+Prompt (`icgd.core.prompts.build_prompt`): `Z ∈ R^{(d+1)×(n+1)}`, context columns
+`z_ℓ = [x_ℓ; y_ℓ]`, query column `z_q = [x_q; 0]`, batched as `(B, d+1, n+1)`. Head h has a
+key-query matrix `W_KQ^h ∈ R^{(d+1)×(d+1)}` (the product `W_Kᵀ W_Q`, parametrised directly) and an
+output-value matrix `W_OV^h ∈ R^{(d+1)×(d+1)}`. With scores `s^h_{ij} = z_iᵀ W_KQ^h z_j` (key i,
+query j) and the attention pattern `A^h = softmax over the allowed keys i of s^h_{·j}`, the layer is
+
+    Z_out = Z + Σ_h W_OV^h Z A^h,    column j:  z_j + Σ_h W_OV^h Σ_{i allowed} z_i A^h_{ij}.
+
+No `1/√d` temperature: it is absorbed into `W_KQ`. Masks (which keys i a query token j sees):
+
+- `context`: every token attends to the n context tokens only, `i ≤ n` (1-based); the query token is
+  never a key. This is the ICL-prompt mask; with it the context columns' outputs do not depend on
+  the query column at all.
+- `causal`: token j attends to tokens `i ≤ j` (the query, the last token, sees every token,
+  itself included).
+
+Variants (`kind`):
+
+- `he`: He, Pan, Chen, Yang (2025), "In-context linear regression demystified: training dynamics
+  and mechanistic interpretability of multi-head softmax attention". Per head an OV *vector*
+  `o_h ∈ R^{d+1}` writes the label slot only: `W_OV^h = [[0], [o_hᵀ]]` (zero except its last row,
+  which is `o_hᵀ`). Only the label row of Z moves; with the `context` mask and the prompt's zero
+  query label,
+
+      ŷ = Σ_h o_hᵀ Σ_{ℓ≤n} z_ℓ softmax_ℓ(z_ℓᵀ W_KQ^h z_q)                    (form ours, SPEC §2.1)
+
+  Parameters: `KQ` (H, d+1, d+1), `o` (H, d+1).
+- `full`: a free `W_OV^h` per head, so every token's residual stream moves and layers can be
+  stacked (`layer2(layer1(Z))`). Parameters: `KQ`, `OV` (H, d+1, d+1) each.
+
+Sign convention: `predict(Z) = +[Z_out]_{d+1, n+1}`, the query's label slot of the output, read as
+`LinearSelfAttention.predict` reads it but **without** its minus sign (Ahn et al.'s `−` comes from
+the GD construction; here the sign lives in `o_h`, as in He et al.'s formula). Do not use
+`icgd.core.prompts.read_prediction` (which negates) on this model's output.
+
+Any n works at call time: no parameter depends on the context length, and softmax normalises over
+the keys (length generalisation).
+
+Hook points (in firing order): `hook_z.0` (B, d+1, n+1) input; `hook_scores` (B, H, n+1, n+1)
+pre-softmax scores `s^h_{ij}` (row i = key, column j = query) with `-inf` at masked entries;
+`hook_pattern` (B, H, n+1, n+1) the softmax over keys (each column sums to 1, masked entries 0);
+`hook_z.1` (B, d+1, n+1) the output. A hook that replaces the scores or the pattern changes the
+output accordingly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from pydantic import Field, PositiveInt
+from torch import Tensor, nn
+
+from icgd.core.config import Config
+from icgd.models.hooks import (
+    HookFn,
+    HookPoints,
+    NameMatcher,
+    NamesFilter,
+    caching_hook,
+    names_filter_to_predicate,
+)
+
+SoftmaxKind = Literal["he", "full"]
+MaskKind = Literal["context", "causal"]
+
+SOFTMAX_HOOK_NAMES = ("hook_z.0", "hook_scores", "hook_pattern", "hook_z.1")
+
+
+class SoftmaxAttentionConfig(Config):
+    """Architecture of one multi-head softmax attention layer (everything needed to rebuild it)."""
+
+    d: PositiveInt = 5
+    n_heads: PositiveInt = 1
+    kind: SoftmaxKind = "he"
+    """`he`: OV vectors writing the label slot only; `full`: free OV matrices (stackable)."""
+    mask: MaskKind = "context"
+    """`context`: keys are the n context tokens; `causal`: token j sees tokens ≤ j."""
+    init_std: float = Field(default=0.02, ge=0.0)
+    """Every parameter is drawn from N(0, init_std²) at init."""
+
+
+class SoftmaxAttention(nn.Module):
+    """One H-head softmax attention layer on the regression prompt; see the module docstring."""
+
+    def __init__(
+        self,
+        config: SoftmaxAttentionConfig,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.hook_points = HookPoints()
+        D, H = config.d + 1, config.n_heads
+        shapes: dict[str, tuple[int, ...]] = {"KQ": (H, D, D)}
+        shapes.update({"o": (H, D)} if config.kind == "he" else {"OV": (H, D, D)})
+        if generator is None:
+            # Randomness is an argument: without one, a fixed seed rather than global RNG state.
+            generator = torch.Generator().manual_seed(0)
+        for name, shape in shapes.items():
+            # Drawn in float64 on the generator's device, then cast: same seed, same initial point
+            # for every dtype and device.
+            init = torch.randn(
+                shape, generator=generator, dtype=torch.float64, device=generator.device
+            )
+            init = (init * config.init_std).to(device=device, dtype=dtype)
+            self.register_parameter(name, nn.Parameter(init))
+
+    # ----------------------------------------------------------------------------- weights
+
+    @property
+    def W_KQ(self) -> Tensor:
+        """Per-head key-query matrices (H, d+1, d+1): `s_{ij} = z_iᵀ W_KQ^h z_j`."""
+        return self.KQ
+
+    @property
+    def W_OV(self) -> Tensor:
+        """Per-head output-value matrices (H, d+1, d+1). For `he` the last row is `o_hᵀ` and every
+        other row is zero (the head writes the label slot only)."""
+        if self.config.kind == "full":
+            return self.OV
+        H, D = self.o.shape
+        top = self.o.new_zeros(H, D - 1, D)  # (H, d, d+1): the covariate rows are not written
+        return torch.cat([top, self.o.unsqueeze(1)], dim=1)  # (H, d+1, d+1)
+
+    # -------------------------------------------------------------------------------- math
+
+    def _check_input(self, Z: Tensor) -> None:
+        D = self.config.d + 1
+        if Z.ndim != 3 or Z.shape[1] != D or Z.shape[2] < 2:
+            raise ValueError(
+                f"Z must have shape (B, d+1, n+1) = (B, {D}, n+1) with n >= 1, got {tuple(Z.shape)}"
+            )
+
+    def allowed_keys(self, n_tokens: int, device: torch.device | str = "cpu") -> Tensor:
+        """Boolean (n+1, n+1) matrix, entry [i, j] true iff query token j may attend to key i."""
+        i = torch.arange(n_tokens, device=device)
+        if self.config.mask == "context":
+            return (i < n_tokens - 1)[:, None].expand(n_tokens, n_tokens)  # keys: context only
+        return i[:, None] <= i[None, :]  # causal: key i ≤ query j
+
+    def scores(self, Z: Tensor) -> Tensor:
+        """Masked pre-softmax scores (B, H, n+1, n+1): `[b, h, i, j] = z_iᵀ W_KQ^h z_j` for the
+        allowed keys i of query j, `-inf` elsewhere."""
+        KZ = torch.einsum("hab,Bbj->Bhaj", self.KQ, Z)  # (B, H, d+1, n+1): W_KQ^h z_j
+        S = Z.transpose(1, 2).unsqueeze(1) @ KZ  # (B, H, n+1, n+1): z_iᵀ W_KQ^h z_j
+        allowed = self.allowed_keys(Z.shape[2], Z.device)  # (n+1, n+1)
+        return S.masked_fill(~allowed, float("-inf"))
+
+    def _update(self, Z: Tensor, pattern: Tensor) -> Tensor:
+        """`Σ_h W_OV^h Z A^h`: (B, d+1, n+1); `he` computes the label row only."""
+        if self.config.kind == "he":
+            v = torch.einsum("ha,Bai->Bhi", self.o, Z)  # (B, H, n+1): o_hᵀ z_i
+            label = (v.unsqueeze(-2) @ pattern).squeeze(-2).sum(1)  # (B, n+1): Σ_h Σ_i v_i A_ij
+            top = Z.new_zeros(Z.shape[0], Z.shape[1] - 1, Z.shape[2])  # (B, d, n+1)
+            return torch.cat([top, label.unsqueeze(1)], dim=1)  # (B, d+1, n+1)
+        V = torch.einsum("hab,Bbi->Bhai", self.OV, Z)  # (B, H, d+1, n+1): W_OV^h Z
+        return (V @ pattern).sum(1)  # (B, d+1, n+1): Σ_h W_OV^h Z A^h
+
+    # --------------------------------------------------------------------------- public API
+
+    def forward(self, Z: Tensor) -> Tensor:
+        """`Z_out = Z + Σ_h W_OV^h Z A^h`: (B, d+1, n+1) from the prompt Z (B, d+1, n+1)."""
+        self._check_input(Z)
+        hooked = len(self.hook_points) > 0
+        if hooked:
+            Z = self.hook_points("hook_z.0", Z)
+        S = self.scores(Z)  # (B, H, n+1, n+1)
+        if hooked:
+            S = self.hook_points("hook_scores", S)
+        pattern = torch.softmax(S, dim=-2)  # (B, H, n+1, n+1): softmax over the keys i
+        if hooked:
+            pattern = self.hook_points("hook_pattern", pattern)
+        out = Z + self._update(Z, pattern)
+        if hooked:
+            out = self.hook_points("hook_z.1", out)
+        return out
+
+    def predict(self, Z: Tensor) -> Tensor:
+        """`ŷ = +[Z_out]_{d+1, n+1}`: (B,). Equals He et al.'s ŷ for `he` with the `context` mask
+        (the prompt's query label is 0)."""
+        return self.forward(Z)[:, -1, -1]
+
+    def hook_names(self) -> list[str]:
+        """The hook names a forward pass fires, in order."""
+        return list(SOFTMAX_HOOK_NAMES)
+
+    @contextmanager
+    def hooks(self, fwd_hooks: Sequence[tuple[NameMatcher, HookFn]]) -> Iterator[SoftmaxAttention]:
+        """Attach `[(name or predicate, fn(tensor, name) -> tensor | None)]` inside a `with` block;
+        always removed on exit."""
+        with self.hook_points.attach(fwd_hooks):
+            yield self
+
+    def run_with_cache(
+        self, Z: Tensor, names_filter: NamesFilter = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """`(Z_out, cache)`: cache maps hook name → detached activation, for names passing the
+        filter (None: all; a name; a list of names; a predicate)."""
+        cache: dict[str, Tensor] = {}
+        with self.hooks([(names_filter_to_predicate(names_filter), caching_hook(cache))]):
+            out = self.forward(Z)
+        return out, cache
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"d={c.d}, heads={c.n_heads}, kind={c.kind}, mask={c.mask}"
