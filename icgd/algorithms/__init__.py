@@ -14,6 +14,7 @@ from icgd.algorithms.gd_plus_plus import (
     gd_plus_plus_steps,
     gd_plus_plus_transform,
 )
+from icgd.algorithms.lasso import LassoResult, fista_lasso_gram, lasso, prefix_lasso
 from icgd.algorithms.least_squares import bayes_posterior_mean, ols, ridge
 from icgd.algorithms.prefix import (
     prefix_averaging,
@@ -25,19 +26,23 @@ from icgd.algorithms.prefix import (
 
 __all__ = [
     "GDResult",
+    "LassoResult",
     "bayes_posterior_mean",
     "best_step_size",
     "empirical_risk_gradient",
+    "fista_lasso_gram",
     "fit_gd_plus_plus",
     "gd_plus_plus",
     "gd_plus_plus_spectral",
     "gd_plus_plus_steps",
     "gd_plus_plus_transform",
     "gradient_descent",
+    "lasso",
     "ols",
     "preconditioned_gd",
     "prefix_averaging",
     "prefix_knn",
+    "prefix_lasso",
     "prefix_ols",
     "prefix_one_step_gd",
     "prefix_ridge",

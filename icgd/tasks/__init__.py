@@ -1,5 +1,17 @@
 """Samplers of in-context problems. Each works on whole batches and takes a `torch.Generator`."""
 
+from icgd.tasks.function_classes import (
+    Curriculum,
+    CurriculumConfig,
+    FunctionClass,
+    FunctionClassBatch,
+    FunctionClassConfig,
+    ScheduleConfig,
+    ShiftConfig,
+    evaluate_function,
+    orthogonal_queries,
+    skewed_spectrum,
+)
 from icgd.tasks.linear_regression import (
     AHN_EIGENVALUES,
     LinearRegression,
@@ -11,9 +23,19 @@ from icgd.tasks.linear_regression import (
 
 __all__ = [
     "AHN_EIGENVALUES",
+    "Curriculum",
+    "CurriculumConfig",
+    "FunctionClass",
+    "FunctionClassBatch",
+    "FunctionClassConfig",
     "LinearRegression",
     "LinearRegressionBatch",
     "LinearRegressionConfig",
+    "ScheduleConfig",
+    "ShiftConfig",
     "ahn_spectrum",
+    "evaluate_function",
     "haar_orthogonal",
+    "orthogonal_queries",
+    "skewed_spectrum",
 ]
