@@ -235,6 +235,27 @@ def build_on_meta(module: nn.Module, device: str | torch.device, dtype: torch.dt
     module.to(dtype=dtype)
 
 
+def build_io_and_blocks(
+    module: nn.Module,
+    config: Any,
+    n_blocks: int,
+    generator: torch.Generator | None,
+    device: str | torch.device,
+    dtype: torch.dtype,
+) -> None:
+    """Give `module` its `io` (`ReadInOut`) and `blocks` (n_blocks `Block`s) from `config`'s
+    d_in, n_embd, n_head, max_points, dropout, GPT-2-initialised from `generator` (default seed 0).
+    Shared by `GPT` and `icgd.models.looped.LoopedTransformer`."""
+    c = config
+    with torch.device("meta"):  # no global-RNG draws from nn.Linear's default init
+        module.io = ReadInOut(c.d_in, c.n_embd, c.max_points, c.dropout)
+        module.blocks = nn.ModuleList(Block(c.n_embd, c.n_head, c.dropout) for _ in range(n_blocks))
+    build_on_meta(module, device, dtype)
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    init_gpt_weights(module, n_blocks, generator)
+
+
 def resid_hook_names(n_layer: int) -> list[str]:
     """`hook_resid.0`, …, `hook_resid.{n_layer}`: the hooks a GPT forward fires, in order."""
     return [f"hook_resid.{layer}" for layer in range(n_layer + 1)]
@@ -258,16 +279,7 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.hook_points = HookPoints()
-        c = config
-        with torch.device("meta"):  # no global-RNG draws from nn.Linear's default init
-            self.io = ReadInOut(c.d_in, c.n_embd, c.max_points, c.dropout)
-            self.blocks = nn.ModuleList(
-                Block(c.n_embd, c.n_head, c.dropout) for _ in range(c.n_layer)
-            )
-        build_on_meta(self, device, dtype)
-        if generator is None:
-            generator = torch.Generator().manual_seed(0)
-        init_gpt_weights(self, c.n_layer, generator)
+        build_io_and_blocks(self, config, config.n_layer, generator, device, dtype)
 
     def forward(self, X: Tensor, y: Tensor) -> Tensor:
         """Predictions (B, k) from inputs X (B, k, d_in) and labels y (B, k)."""

@@ -33,7 +33,7 @@ from pydantic import Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
 from icgd.core.config import Config
-from icgd.models.gpt import Block, ReadInOut, build_on_meta, fill_size_preset, init_gpt_weights
+from icgd.models.gpt import build_io_and_blocks, fill_size_preset
 from icgd.models.hooks import (
     HookFn,
     HookPoints,
@@ -104,16 +104,7 @@ class LoopedTransformer(nn.Module):
         super().__init__()
         self.config = config
         self.hook_points = HookPoints()
-        c = config
-        with torch.device("meta"):  # no global-RNG draws from nn.Linear's default init
-            self.io = ReadInOut(c.d_in, c.n_embd, c.max_points, c.dropout)
-            self.blocks = nn.ModuleList(
-                Block(c.n_embd, c.n_head, c.dropout) for _ in range(c.n_blocks)
-            )
-        build_on_meta(self, device, dtype)
-        if generator is None:
-            generator = torch.Generator().manual_seed(0)
-        init_gpt_weights(self, c.n_blocks, generator)
+        build_io_and_blocks(self, config, config.n_blocks, generator, device, dtype)
 
     def f(self, z: Tensor, e: Tensor) -> Tensor:
         """One loop: `f(z + e)`, (B, 2k, n_embd) → (B, 2k, n_embd)."""
