@@ -11,6 +11,7 @@ MODULES = (
     "icgd.experiments.gd_vs_transformer",
     "icgd.experiments.looped_gd",
     "icgd.experiments.one_step_gd",
+    "icgd.experiments.softmax_heads",
     "icgd.experiments.stacked_gd",
     "icgd.experiments.which_algorithm",
 )

@@ -33,6 +33,7 @@ def draw_figures(run_dir: str | Path) -> list[Path]:
         gd_vs_transformer,
         looped_gd,
         one_step_gd,
+        softmax_heads,
         stacked_gd,
         which_algorithm,
     )
@@ -41,6 +42,7 @@ def draw_figures(run_dir: str | Path) -> list[Path]:
         "gd-vs-transformer": gd_vs_transformer.draw,
         "looped-gd": looped_gd.draw,
         "one-step-gd": one_step_gd.draw,
+        "softmax-heads": softmax_heads.draw,
         "stacked-gd": stacked_gd.draw,
         "which-algorithm": which_algorithm.draw,
     }
