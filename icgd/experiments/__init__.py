@@ -10,6 +10,7 @@ import importlib
 MODULES = (
     "icgd.experiments.gd_vs_transformer",
     "icgd.experiments.looped_gd",
+    "icgd.experiments.looped_transformer",
     "icgd.experiments.one_step_gd",
     "icgd.experiments.softmax_heads",
     "icgd.experiments.stacked_gd",

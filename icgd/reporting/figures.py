@@ -32,6 +32,7 @@ def draw_figures(run_dir: str | Path) -> list[Path]:
     from icgd.reporting import (
         gd_vs_transformer,
         looped_gd,
+        looped_transformer,
         one_step_gd,
         softmax_heads,
         stacked_gd,
@@ -41,6 +42,7 @@ def draw_figures(run_dir: str | Path) -> list[Path]:
     drawers = {
         "gd-vs-transformer": gd_vs_transformer.draw,
         "looped-gd": looped_gd.draw,
+        "looped-transformer": looped_transformer.draw,
         "one-step-gd": one_step_gd.draw,
         "softmax-heads": softmax_heads.draw,
         "stacked-gd": stacked_gd.draw,
