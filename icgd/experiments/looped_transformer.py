@@ -64,7 +64,12 @@ from icgd.training import ScheduleConfig as LRScheduleConfig
 # 3e-3, batch 64, neither model left Garg et al.'s initial plateau (held-out error ≈ the zero
 # predictor's, 1.04) within 800–1500 updates, also with a curriculum on d_active from 1; lr 3e-3
 # stayed on it longer than 1e-3. This budget therefore tests the pipeline, not the paper: see
-# `check` for which claims are then meaningful.
+# `check` for which claims are then meaningful. A second search (probe runs, seed 0, ≤ 1500
+# updates): gradient noise, not a small step, holds the models there — lr 3e-4 or batch 256 got
+# the GPT off the plateau at d = 2 (error 0.57–0.65 at k ≥ d), lr 3e-3 or a warm-up did not — but
+# at d = 2–3 it stops at a second plateau near averaging's error (0.74 at the last prefix, d = 2),
+# far from least squares. Only d = 1 (lr 3e-4, 1000 updates, 92 s) trained both models (errors
+# 0.20 looped, 0.14 GPT vs averaging 1.0), and there the looped error grew 1.75× past b loops.
 CPU_TRAIN = TrainConfig(
     steps=700,
     batch_size=64,
