@@ -28,6 +28,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_looped_step.py
 	$(BIN)/python benchmarks/bench_looped_gd_run.py
 	$(BIN)/python benchmarks/bench_prefix_baselines.py
+	$(BIN)/python benchmarks/bench_lasso.py
+	$(BIN)/python benchmarks/bench_softmax_models.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check icgd tests benchmarks
