@@ -23,28 +23,36 @@ from icgd.algorithms.prefix import (
     prefix_one_step_gd,
     prefix_ridge,
 )
+from icgd.algorithms.relu_net import ReLUNetFit, fit_relu_nets, init_relu_nets, prefix_relu_net
+from icgd.algorithms.trees import prefix_boosting, prefix_decision_tree
 
 __all__ = [
     "GDResult",
     "LassoResult",
+    "ReLUNetFit",
     "bayes_posterior_mean",
     "best_step_size",
     "empirical_risk_gradient",
     "fista_lasso_gram",
     "fit_gd_plus_plus",
+    "fit_relu_nets",
     "gd_plus_plus",
     "gd_plus_plus_spectral",
     "gd_plus_plus_steps",
     "gd_plus_plus_transform",
     "gradient_descent",
+    "init_relu_nets",
     "lasso",
     "ols",
     "preconditioned_gd",
     "prefix_averaging",
+    "prefix_boosting",
+    "prefix_decision_tree",
     "prefix_knn",
     "prefix_lasso",
     "prefix_ols",
     "prefix_one_step_gd",
+    "prefix_relu_net",
     "prefix_ridge",
     "ridge",
 ]
