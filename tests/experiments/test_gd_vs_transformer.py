@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from icgd.cli import main
 from icgd.constructions import lsa_from_gd_step
 from icgd.core.results import read_result
 from icgd.experiments import load_all
@@ -157,13 +156,8 @@ def test_tiny_run_writes_a_complete_folder_and_repeats_exactly(tmp_path):
         ("interpolation_points=1", "interpolation_points"),
     ],
 )
-def test_bad_config_is_one_line_exit_2(tmp_path, capsys, override, field):
-    code = main(["run", "gd-vs-transformer", "--set", override, "--out", str(tmp_path / "x")])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert field in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error:")
-    assert not (tmp_path / "x").exists()
+def test_bad_config_is_one_line_exit_2(assert_bad_config, override, field):
+    assert_bad_config("gd-vs-transformer", override, field)
 
 
 @pytest.mark.slow

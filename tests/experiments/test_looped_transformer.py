@@ -7,7 +7,6 @@ import math
 
 import pytest
 
-from icgd.cli import main
 from icgd.core.results import read_result
 from icgd.experiments import load_all
 from icgd.experiments.looped_transformer import (
@@ -146,13 +145,8 @@ def test_tiny_run_with_curricula(tmp_path):
         ("tolerances.loop_flatness=-1", "loop_flatness"),
     ],
 )
-def test_bad_config_is_one_line_exit_2(tmp_path, capsys, override, field):
-    code = main(["run", "looped-transformer", "--set", override, "--out", str(tmp_path / "x")])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert field in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error:")
-    assert not (tmp_path / "x").exists()
+def test_bad_config_is_one_line_exit_2(assert_bad_config, override, field):
+    assert_bad_config("looped-transformer", override, field)
 
 
 @pytest.mark.slow
