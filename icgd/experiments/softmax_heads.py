@@ -60,8 +60,8 @@ per-head share is claimed too; with `train.optimizer.weight_decay=0` expect `kq_
 to be marginal and `ov_last_entry_per_head` to fail. The LSA keeps plain Adam (`lsa_train`): its
 optimum is a single GD step, and weight decay would only bias that step.
 
-Outcome of the full recipe (after the tolerances were fixed). Seed 1 lands in the ± pair solution
-(ω ≈ ±0.36, μ ≈ ±0.56) and passes every claim. Seed 0 (the default) lands in a 3 + 1 solution:
+Outcome of the full recipe (after the tolerances were fixed). Seeds 1, 2 and 3 pass every claim
+(seed 1: the ± pair solution, ω ≈ ±0.36, μ ≈ ±0.56). Seed 0 (the default) lands in a 3 + 1 solution:
 three heads with ω ≈ −0.41, μ ≈ −0.36 and one with ω = 0.49, μ = 0.78 — diagonal and homogeneous
 (Dist ≤ 0.035), but |Σ_h μ_h|/Σ_h |μ_h| = 0.16: the weight decay charges the lone head for the
 μ ≈ 1.08 that balance would need, so `ov_zero_sum` fails (and one of the three heads keeps an
