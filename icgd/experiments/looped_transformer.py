@@ -41,7 +41,6 @@ run starts counting at the checkpoint's step). `loop_curriculum` schedules b; T 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import torch
@@ -53,9 +52,16 @@ from icgd.core.registry import register
 from icgd.core.results import Claim, make_claim
 from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.base import ExperimentConfig, Outcome, RunContext
+from icgd.experiments.causal import (
+    fit_causal,
+    gpt_loss,
+    n_parameters,
+    normalised_error,
+    prefix_baseline,
+)
 from icgd.models import GPT, GPTConfig, LoopedConfig, LoopedTransformer
 from icgd.tasks import CurriculumConfig, FunctionClass, FunctionClassConfig, ScheduleConfig
-from icgd.training import OptimizerConfig, TrainConfig, read_checkpoint_metadata, train
+from icgd.training import OptimizerConfig, TrainConfig
 from icgd.training import ScheduleConfig as LRScheduleConfig
 
 # CPU recipe (both models): d = 2, 5 points, Adam lr 3e-4 with a cosine decay, batch 256 fresh
@@ -216,73 +222,10 @@ class LoopedTransformerConfig(ExperimentConfig):
 # ------------------------------------------------------------------------------------ helpers
 
 
-def _sampler(
-    config: LoopedTransformerConfig, task: FunctionClass, start_step: int
-) -> Callable[[int, torch.Generator], tuple]:
-    """`(B, generator) -> (X (B, n, d), y (B, n), b)`: the batch of the next update, with the
-    curricula's (d_active, n) and loop count b at that update (`start_step` on resume)."""
-    counter = [start_step]
-    curriculum, loops = config.curriculum, config.loop_curriculum
-
-    def sample(batch_size: int, generator: torch.Generator) -> tuple:
-        step = counter[0]
-        counter[0] += 1
-        d_active, n = (None, None)
-        if curriculum is not None:
-            d_active, n = curriculum.dims.at(step), curriculum.points.at(step)
-        b = config.n_loops if loops is None else loops.at(step)
-        batch = task.sample(batch_size, generator, n=n, d_active=d_active)
-        return batch.X, batch.y, b
-
-    return sample
-
-
 def _looped_loss(model: LoopedTransformer, batch: tuple) -> torch.Tensor:
     """Yang et al.'s loss: MSE over all prefixes, averaged over the last min(T, b) of b loops."""
     X, y, b = batch
     return model.loss_over_last_loops(X, y, n_loops=b, last=min(model.config.grad_last, b))
-
-
-def _gpt_loss(model: GPT, batch: tuple) -> torch.Tensor:
-    """Garg et al.'s loss: the mean squared error over all prefixes."""
-    X, y, _ = batch
-    return (model(X, y) - y).square().mean()
-
-
-def _fit(model, loss_fn, config: LoopedTransformerConfig, task, eval_batch, ctx, label):
-    """Train `model` into `ctx.run_dir / label`, resuming from a checkpoint found there."""
-    run_dir = ctx.run_dir / label
-    resume = ctx.resume and (run_dir / "checkpoint.safetensors").exists()
-    start = int(read_checkpoint_metadata(run_dir).get("step", 0)) if resume else 0
-    d = config.d
-
-    def on_eval(step: int, m) -> dict[str, float]:  # the error of the final prediction, / d
-        X, y, _ = eval_batch
-        with torch.no_grad():
-            pred = m(X, y)[-1] if isinstance(m, LoopedTransformer) else m(X, y)
-        return {"normalised_error": float((pred - y).square().mean()) / d}
-
-    return train(
-        model,
-        _sampler(config, task, start),
-        loss_fn,
-        config.train,
-        generator=make_generator(derive_seed(config.seed, "train", label), task.device),
-        eval_batch=eval_batch,
-        run_dir=run_dir,
-        resume=resume,
-        on_eval=on_eval,
-        progress=ctx.progress_for(label),
-    )
-
-
-def _per_prefix(pred: torch.Tensor, y: torch.Tensor, d: int) -> torch.Tensor:
-    """Normalised squared error per prefix: `mean_B (ŷ − y)² / d`, (..., B, n) → (..., n)."""
-    return (pred.double() - y.double()).square().mean(-2) / d
-
-
-def n_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 # --------------------------------------------------------------------------------- experiment
@@ -314,9 +257,21 @@ class LoopedTransformerExperiment:
         metrics: dict[str, Any] = {}
         for label, model, loss_fn in (
             ("looped", looped, _looped_loss),
-            ("multilayer", gpt, _gpt_loss),
+            ("multilayer", gpt, gpt_loss),
         ):
-            outcome = _fit(model, loss_fn, config, task, eval_batch, ctx, label)
+            outcome = fit_causal(
+                model,
+                loss_fn,
+                task,
+                config.train,
+                seed=seed,
+                label=label,
+                eval_batch=eval_batch,
+                ctx=ctx,
+                curriculum=config.curriculum,
+                loops=config.loop_curriculum,
+                n_loops=config.n_loops,
+            )
             if outcome.status == "diverged":
                 return Outcome(
                     metrics=metrics | {"diverged_at": outcome.steps_done},
@@ -330,14 +285,12 @@ class LoopedTransformerExperiment:
         with torch.no_grad():
             loop_preds = looped(X, y, n_loops=n_test_loops)  # (4b, B, n)
             gpt_pred = gpt(X, y)  # (B, n)
-        err_loops = _per_prefix(loop_preds, y, d)  # (4b, n)
+        err_loops = normalised_error(loop_preds, y, d)  # (4b, n)
         err_looped = err_loops[b - 1]  # (n,)
-        err_gpt = _per_prefix(gpt_pred, y, d)
+        err_gpt = normalised_error(gpt_pred, y, d)
 
         def baseline(fn, **kw) -> torch.Tensor:
-            """A prefix baseline's prediction at every position; position 0 (no context) is 0."""
-            pred = fn(X[:, :-1], y[:, :-1], X[:, 1:], **kw)  # (B, n−1): positions 1 … n−1
-            return _per_prefix(torch.cat([torch.zeros_like(y[:, :1]), pred], 1), y, d)
+            return normalised_error(prefix_baseline(fn, X, y, X, **kw), y, d)
 
         err_ols = baseline(prefix_ols)
         err_knn = baseline(prefix_knn, k_neighbors=3)
