@@ -59,6 +59,7 @@ from icgd.experiments.causal import (
     normalised_error,
     prefix_baseline,
 )
+from icgd.experiments.common import apply_preset
 from icgd.models import GPT, GPTConfig, LoopedConfig, LoopedTransformer
 from icgd.tasks import CurriculumConfig, FunctionClass, FunctionClassConfig, ScheduleConfig
 from icgd.training import OptimizerConfig, TrainConfig
@@ -155,17 +156,7 @@ class LoopedTransformerConfig(ExperimentConfig):
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("preset") != "paper":
-            return data
-        data = dict(data)
-        for key, value in PAPER.items():
-            default = cls.model_fields[key].default
-            default = default.model_dump() if isinstance(default, Config) else default
-            current = data.get(key, default)
-            current = current.model_dump() if isinstance(current, Config) else current
-            if key not in data or current == default:
-                data[key] = value
-        return data
+        return apply_preset(cls, data, "paper", PAPER)
 
     @model_validator(mode="after")
     def _check(self) -> LoopedTransformerConfig:
