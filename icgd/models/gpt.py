@@ -228,13 +228,6 @@ def init_gpt_weights(
                 p.copy_((draw * scale).to(device=p.device, dtype=p.dtype))
 
 
-def build_on_meta(module: nn.Module, device: str | torch.device, dtype: torch.dtype) -> None:
-    """Materialise a module whose submodules were created under `torch.device("meta")` (so that
-    their default init never drew from the global RNG): allocate on `device` in `dtype`."""
-    module.to_empty(device=device)
-    module.to(dtype=dtype)
-
-
 def build_io_and_blocks(
     module: nn.Module,
     config: Any,
@@ -247,10 +240,13 @@ def build_io_and_blocks(
     d_in, n_embd, n_head, max_points, dropout, GPT-2-initialised from `generator` (default seed 0).
     Shared by `GPT` and `icgd.models.looped.LoopedTransformer`."""
     c = config
-    with torch.device("meta"):  # no global-RNG draws from nn.Linear's default init
+    # nn.Linear's default init draws from the global RNG: restore its state afterwards (every
+    # weight is then redrawn from `generator`). Not the meta device: its first `to_empty` costs
+    # ~2 s of one-time imports in torch 2.13 (measured), a lot for a tiny model.
+    with torch.random.fork_rng(devices=[]):
         module.io = ReadInOut(c.d_in, c.n_embd, c.max_points, c.dropout)
         module.blocks = nn.ModuleList(Block(c.n_embd, c.n_head, c.dropout) for _ in range(n_blocks))
-    build_on_meta(module, device, dtype)
+    module.to(device=device, dtype=dtype)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     init_gpt_weights(module, n_blocks, generator)

@@ -30,6 +30,7 @@ def draw_figures(run_dir: str | Path) -> list[Path]:
 
     matplotlib.use("Agg")  # files only, never a window
     from icgd.reporting import (
+        function_classes,
         gd_vs_transformer,
         looped_gd,
         looped_transformer,
@@ -40,6 +41,7 @@ def draw_figures(run_dir: str | Path) -> list[Path]:
     )
 
     drawers = {
+        "function-classes": function_classes.draw,
         "gd-vs-transformer": gd_vs_transformer.draw,
         "looped-gd": looped_gd.draw,
         "looped-transformer": looped_transformer.draw,
