@@ -41,6 +41,7 @@ steps): GPU-sized, not run by the tests. A preset replaces every field left at i
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -253,11 +254,8 @@ class FunctionClassesConfig(ExperimentConfig):
 
 
 def _sklearn_available() -> bool:
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether scikit-learn is installed (found, not imported: importing it takes seconds)."""
+    return importlib.util.find_spec("sklearn") is not None
 
 
 def baseline_fn(name: Baseline, config: FunctionClassesConfig, seed: int) -> Callable[..., Tensor]:

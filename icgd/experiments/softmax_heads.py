@@ -86,12 +86,17 @@ from icgd.core.registry import register
 from icgd.core.results import Claim, make_claim
 from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.base import ExperimentConfig, Outcome, RunContext
-from icgd.experiments.common import prompt_mse, regression_sampler, regression_task_config
+from icgd.experiments.common import (
+    fit_model,
+    prompt_mse,
+    regression_sampler,
+    regression_task_config,
+)
 from icgd.models import LinearSelfAttention, LSAConfig, SoftmaxAttention
 from icgd.models.softmax_attention import SoftmaxAttentionConfig
 from icgd.tasks import LinearRegression, LinearRegressionConfig
 from icgd.theory import one_layer_loss, optimal_one_layer_preconditioner
-from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig, TrainResult, train
+from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig, TrainResult
 
 DEFAULT_TRAIN = TrainConfig(
     steps=2000,
@@ -236,17 +241,17 @@ def _fit(
 ) -> TrainResult:
     """Train `model` into `ctx.run_dir / label` on the stream `derive_seed(seed, "train", label)`,
     resuming from a checkpoint found there (`fit_lsa` for any model with `predict`)."""
-    run_dir = ctx.run_dir / label
-    return train(
+    return fit_model(
         model,
         regression_sampler(task),
         prompt_mse,
         train_config,
-        generator=make_generator(derive_seed(seed, "train", label), task.device),
+        seed=seed,
+        label=label,
         eval_batch=eval_batch,
-        run_dir=run_dir,
-        resume=ctx.resume and (run_dir / "checkpoint.safetensors").exists(),
-        progress=ctx.progress_for(label),
+        ctx=ctx,
+        sub=label,
+        device=task.device,
     )
 
 

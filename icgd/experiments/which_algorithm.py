@@ -1,4 +1,4 @@
-"""`which-algorithm`: which learning algorithm does a trained linear transformer run, by depth?
+"""`which-algorithm`: which learning algorithm does a trained transformer run, by depth?
 
 Akyürek, Schuurmans, Andreas, Ma, Zhou (2023), "What learning algorithm is in-context learning?
 Investigations with linear models" (SPEC §1.4). Their finding: trained in-context learners move
@@ -6,8 +6,9 @@ from one-step-GD-like (one layer) to ridge-like to least-squares-like as depth g
 labels the deep models match ridge at the Bayes-optimal λ = σ²/τ².
 
 Setting: d = 8, x ~ N(0, I), w ~ N(0, τ² I) with τ = 1, y = wᵀx + σε with σ/τ in `noise_levels`,
-every context length k = 1 … n_max (default 2d). One LSA model is trained per (depth, σ); on the
-same held-out prompts, at every k, the model is compared with
+every context length k = 1 … n_max (default 2d). One model is trained per (depth, σ) — an LSA by
+default, or another family (`model.kind`, "Model families" below); on the same held-out prompts, at
+every k, the model is compared with
 
 - one-step GD from 0 on the summed squared loss, `ŷ_k = η x_qᵀ Σ_{i≤k} y_i x_i`, one η for all k,
   line-searched exactly on separate tuning prompts (the loss is quadratic in η:
@@ -41,8 +42,9 @@ Choices (ours), and why:
   uniform average over k of Akyürek et al.'s all-prefix objective.
 - **Parametrisation `relaxed` by default** (`P = [[B, 0], [0, 1]]`, `Q = −[[A, 0], [0, 0]]`:
   GD++-like moves of the covariates, a label row linear in the labels). The `full`
-  parametrisation (selectable) also has paths cubic in the labels (e.g. `P_yy C_yy Q_yy y`),
-  which feed back on themselves layer after layer. Measured at depth 8, σ = 0.25, seed 0: in
+  parametrisation (`model.parametrisation=full`) also has paths cubic in the labels (e.g.
+  `P_yy C_yy Q_yy y`), which feed back on themselves layer after layer. Measured at depth 8,
+  σ = 0.25, seed 0: in
   float32 every recipe tried hit a non-finite loss within 9–450 steps (Adam lr 2e-3…1e-2, SGD
   lr 4e-3…1e-2), and Adam at 1e-3 stayed at the zero predictor; in float64 with weight decay
   0.01 it trained at σ = 0.25 but at σ = 0 its held-out loss went 2.6 → 3e12 after step 600, and
@@ -64,6 +66,39 @@ Choices (ours), and why:
   became unstable after ~1000 steps (float32: non-finite loss at step ~1300; float64: held-out
   loss 2.6 → 3e61), as it pushes toward least squares, whose inverse of a near-singular
   X_kᵀX_k (k ≈ d) no fixed-depth iteration reproduces stably.
+
+Model families (`model`, an `icgd.models.ModelSpec`; `icgd.models.registry`). "Depth" is:
+
+- `lsa` (default): LSA layers, everything above; the numbers are those of the LSA-only version.
+- `softmax`: stacked `full` softmax attention layers (`StackedSoftmaxAttention`: free OV matrices,
+  so every layer can move every token; `model.softmax_kind=he` stacks label-writing layers) with
+  the `context` mask. Prefixes are padded as for LSA, but a zero token is not inert under softmax
+  (its score 0 gets weight exp(0)), so each prompt carries its context length k and the padding is
+  hidden as a key in every layer: the padded prefix is exactly the k-point prompt (tested at
+  1e-10). Query x_q for every k, as for LSA.
+- `gpt`: GPT blocks (n_layer; width and heads from `model.size`, default "tiny": 64, 2 heads).
+- `looped`: loops b of one GPT block with input injection; trained with Yang et al.'s loss over the
+  last T = ⌈b/2⌉ loops (`model.grad_last`), evaluated after b loops.
+  For `gpt` and `looped` (causal) one forward over the n_max + 1 points `x_1 … x_n, x_q` predicts
+  after every prefix at once, at the next point: after k points at x_{k+1} (x_q for k = n_max),
+  target y_{k+1}. The baselines, the GD line search, every SPD and test loss use the same per-k
+  query and target (convention (b) of `icgd.algorithms.prefix`); ILWD's probes are appended as
+  the x token after k points (`CausalPrefixes.predict_probes`: B'·m·n sequences in one batch).
+  The training loss is the mean over positions k = 1 … n_max (no zero-context position).
+
+Each family trains with its own recipe (`FAMILY_TRAIN`); any `train` field set explicitly wins.
+softmax: Adam lr 3e-3, cosine over 1000 steps, batch 1024, no clipping; gpt and looped: Garg-style
+Adam lr 3e-4, cosine over 600 steps, batch 256 (`looped-transformer`'s CPU recipe). No tuning was
+done; what one short run each measured (depths 1 and 4, σ = 0.5, seed 0, 2 shared CPU cores):
+softmax, 129 s for both models (machine load ≈ 6 on 2 cores): test loss (mean over k) 6.69 at
+L = 1 and 5.03 at L = 4 (zero predictor 8.25, one-step GD 4.91, Bayes ridge 2.53); both closest
+to one-step GD (SPD 1.99 and 0.77 vs 4.20 and 2.53 to Bayes ridge), closest ridge λ 16 and 8, so
+claims (c), (d: GD) and (e) fail. gpt: the 1-block model sat on the plateau for all 600 steps
+(held-out loss 8.42 ≈ the zero predictor's); the 4-block model, still on it at step 400 of 600
+(batch loss 8.26), was stopped after 6 min under that load (cost ∝ blocks × 2(n_max+1) tokens).
+looped: not measured separately; with b = 1 it is the 1-block GPT (same init, loss and numbers,
+seen in the tiny test runs). Expect the non-LSA claims to fail on a CPU budget: these families
+need a GPU-sized budget (and likely a curriculum) to leave the plateau at d = 8.
 
 Presets choose the sweep only: `quick` (depths 1 and 8, σ ∈ {0, 0.5}) and `full` (the
 default; depths 1, 2, 4, 8, σ ∈ {0, 0.25, 0.5}); `depths` / `noise_levels` override them. Wall
@@ -97,16 +132,15 @@ from icgd.core.registry import register
 from icgd.core.results import Claim, make_claim
 from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.base import ExperimentConfig, Outcome, RunContext
-from icgd.experiments.common import fit_lsa, regression_task_config
+from icgd.experiments.common import fit_model, regression_task_config
 from icgd.experiments.prefixes import (
-    PrefixTask,
     baseline_predictions,
     baseline_weights,
     bayes_lambda,
     line_search_gd,
-    predict_prefixes,
+    prefix_protocol,
 )
-from icgd.models import LSAConfig
+from icgd.models import ModelSpec, build_model
 from icgd.tasks import LinearRegression
 from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig
 
@@ -121,6 +155,27 @@ DEFAULT_TRAIN = TrainConfig(
     eval_batch_size=4096,
     checkpoint_every=500,
 )
+
+# Each family's recipe (measured in the module docstring); `train` starts from the family's and
+# every field set explicitly wins. The LSA recipe is the default of `train`.
+FAMILY_TRAIN: dict[str, TrainConfig] = {
+    "lsa": DEFAULT_TRAIN,
+    "softmax": DEFAULT_TRAIN.model_copy(
+        update={"optimizer": OptimizerConfig(kind="adam", lr=3e-3), "clip_norm": None}
+    ),
+    "gpt": TrainConfig(
+        steps=600,
+        batch_size=256,
+        optimizer=OptimizerConfig(kind="adam", lr=3e-4),
+        schedule=ScheduleConfig(kind="cosine"),
+        clip_norm=None,
+        resample_every=1,
+        eval_every=100,
+        eval_batch_size=1024,
+        checkpoint_every=500,
+    ),
+}
+FAMILY_TRAIN["looped"] = FAMILY_TRAIN["gpt"]
 
 # The presets choose the sweep; every model trains with `train` (one recipe for all depths).
 PRESETS: dict[str, dict[str, tuple]] = {
@@ -165,17 +220,37 @@ class WhichAlgorithmConfig(ExperimentConfig):
     depths: tuple[Depth, ...] | None = None
     noise_levels: tuple[Noise, ...] | None = None
     lambda_grid: tuple[Lambda, ...] | None = None
-    parametrisation: Literal["relaxed", "full", "sparse"] = "relaxed"
-    n_heads: PositiveInt = 1
-    init_std: NonNegativeFloat = 0.01
+    model: ModelSpec = ModelSpec()
     train: TrainConfig = DEFAULT_TRAIN
     test_batch_size: Annotated[int, Field(ge=16, le=1_000_000)] = 8192
     tune_batch_size: Annotated[int, Field(ge=16, le=1_000_000)] = 8192
     ilwd_batch_size: Annotated[int, Field(ge=16, le=100_000)] = 512
     ilwd_probes: Annotated[int, Field(gt=0, le=1024)] | None = None
     knn_neighbors: PositiveInt = 3
-    eval_chunk: Annotated[int, Field(ge=1)] = 2048  # prompts per model call (memory only)
+    # prompts per model call (× n prefixes for lsa/softmax; sequences of n+1 points for gpt/looped,
+    # ILWD's m·n per prompt included): memory only
+    eval_chunk: Annotated[int, Field(ge=1)] = 2048
     tolerances: Tolerances = Tolerances()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_recipe(cls, data: Any) -> Any:
+        """A non-LSA family trains with its own recipe (`FAMILY_TRAIN`): every `train` field that
+        still holds the LSA recipe's value takes the family's (so `--set model.kind=gpt` with
+        `--set train.steps=50` gives the GPT recipe with 50 steps; a field set explicitly to the
+        LSA value is replaced too, as with `looped-transformer`'s presets)."""
+        if not isinstance(data, dict):
+            return data
+        model = data.get("model", {})
+        kind = model.kind if isinstance(model, ModelSpec) else (model or {}).get("kind", "lsa")
+        if kind == "lsa" or kind not in FAMILY_TRAIN:  # an unknown kind fails on `model.kind`
+            return data
+        train = data.get("train", DEFAULT_TRAIN)
+        train = train.model_dump() if isinstance(train, TrainConfig) else train
+        if not isinstance(train, dict):
+            return data
+        recipe = FAMILY_TRAIN[kind].model_dump()
+        return {**data, "train": _keep_changed(train, DEFAULT_TRAIN.model_dump(), recipe)}
 
     @model_validator(mode="after")
     def _check(self) -> WhichAlgorithmConfig:
@@ -217,6 +292,18 @@ class WhichAlgorithmConfig(ExperimentConfig):
         base = self.lambda_grid or tuple(2.0**j for j in DEFAULT_LAMBDA_EXPONENTS)
         bayes = {bayes_lambda(s) for s in self.resolved_noise if s > 0}
         return tuple(sorted(set(base) | bayes))
+
+
+def _keep_changed(given: dict, default: dict, recipe: dict) -> dict:
+    """`recipe`, with the leaves of `given` that differ from `default` laid over it (nested)."""
+    out = dict(recipe)
+    for key, value in given.items():
+        base = default.get(key)
+        if isinstance(value, dict) and isinstance(base, dict):
+            out[key] = _keep_changed(value, base, recipe.get(key, {}))
+        elif key not in default or value != base:
+            out[key] = value
+    return out
 
 
 def tag(noise: float) -> str:
@@ -280,10 +367,17 @@ class WhichAlgorithm:
                 draw(task, config.ilwd_batch_size, "ilwd"),
             )
             X, y, x_q, y_q = (t.double() for t in (test.X, test.y, test.x_q, test.y_q))
-            eta = line_search_gd(*(t.double() for t in (tune.X, tune.y, tune.x_q, tune.y_q)))
-            base, ridge = baseline_predictions(X, y, x_q, noise, eta, grid, config.knn_neighbors)
-            base_loss = {a: (p - y_q[:, None]).square().mean(0) for a, p in base.items()}  # (n,)
-            ridge_err = (ridge - y_q[None, :, None]).square()  # (G, B, n)
+            # The query and target of every prefix, as the family sees it (`prefixes`): x_q and
+            # y_q (B, 1) for every k, or the next point x_{k+1}, y_{k+1} (B, n) for causal ones.
+            view = prefix_protocol(config.model, 1)
+            target = view.targets(y, y_q)  # (B, 1) or (B, n)
+            tX, ty, tx_q, ty_q = (t.double() for t in (tune.X, tune.y, tune.x_q, tune.y_q))
+            eta = line_search_gd(tX, ty, view.queries(tX, tx_q), view.targets(ty, ty_q))
+            base, ridge = baseline_predictions(
+                X, y, view.queries(X, x_q), noise, eta, grid, config.knn_neighbors
+            )
+            base_loss = {a: (p - target).square().mean(0) for a, p in base.items()}  # (n,)
+            ridge_err = (ridge - target[None]).square()  # (G, B, n)
             scalars = self._ridge_sanity(config, noise, ridge_err, eta, base_loss)
 
             # ILWD: the model's implicit weights from m probe queries per prompt (B', n, d).
@@ -302,8 +396,8 @@ class WhichAlgorithm:
                 if outcome.status != "completed":
                     diverged.append(label)
                 result = self._compare(
-                    config, model, (X, y, x_q, y_q), base, ridge, (Xi, yi, probes), w_base,
-                    w_ridge, grid,
+                    config, model, depth, (X, y, x_q, target), base, ridge, (Xi, yi, probes),
+                    w_base, w_ridge, grid,
                 )  # fmt: skip
                 if outcome.status != "completed":  # NaN: the claims that read it fail
                     result = {k: torch.full_like(v, math.nan) for k, v in result.items()}
@@ -324,53 +418,60 @@ class WhichAlgorithm:
     # --------------------------------------------------------------------------------- pieces
 
     def _fit(self, config: WhichAlgorithmConfig, task: LinearRegression, depth: int, label, ctx):
-        """Train one model on mixed-length prompts in `models/<label>/` (resumable)."""
-        prefixes = PrefixTask(task)
-        train_config = config.train
-        held_out = prefixes.sample(
-            train_config.eval_batch_size,
+        """Build `config.model`'s family at `depth` (init stream `init/<label>`) and train it on
+        every prefix at once (`prefix_protocol`) in `models/<label>/` (resumable)."""
+        prefixes = prefix_protocol(config.model, depth)
+        sample = prefixes.sampler(task)
+        held_out = sample(
+            config.train.eval_batch_size,
             make_generator(derive_seed(config.seed, "eval"), task.device),
         )
-        model_config = LSAConfig(
+        init = make_generator(derive_seed(config.seed, "init", label), "cpu")
+        model = build_model(
+            config.model,
             d=config.d,
-            n_layers=depth,
-            parametrisation=config.parametrisation,
-            n_heads=config.n_heads,
-            init_std=config.init_std,
+            n_max=config.context,
+            depth=depth,
+            generator=init,
+            dtype=task.dtype,
+            device=task.device,
         )
-        return fit_lsa(
-            model_config,
-            train_config,
-            prefixes,  # duck-typed task: sample / device / dtype
+        outcome = fit_model(
+            model,
+            sample,
+            prefixes.loss,
+            config.train,
             seed=config.seed,
             label=label,
-            eval_batch=(held_out.Z, held_out.y_q),
+            eval_batch=held_out,
             ctx=ctx,
             sub=f"models/{label}",
+            device=task.device,
         )
+        return model, outcome
 
-    def _compare(self, config, model, test, base, ridge, probe_data, w_base, w_ridge, grid):
-        """SPD/ILWD of one model to every baseline, per k: a dict of float64 tensors."""
-        X, y, x_q, y_q = test
+    def _compare(self, config, model, depth, test, base, ridge, probe_data, w_base, w_ridge, grid):
+        """SPD/ILWD of one model to every baseline, per k: a dict of float64 tensors.
+
+        `test` = (X, y, x_q, target): the prompts and each prefix's target (B, 1) or (B, n);
+        the model is asked at the same query as the baselines (`prefix_protocol`)."""
+        X, y, x_q, target = test
+        prefixes = prefix_protocol(config.model, depth)
         mdt = next(model.parameters()).dtype  # the model runs in its own dtype
-        pred = predict_prefixes(model, X.to(mdt), y.to(mdt), x_q.to(mdt), config.eval_chunk)
-        out = {"loss_k": (pred - y_q[:, None]).square().mean(0)}  # (n,)
+        pred = prefixes.predict(model, X.to(mdt), y.to(mdt), x_q.to(mdt), config.eval_chunk)
+        out = {"loss_k": (pred - target).square().mean(0)}  # (n,)
         for a in ALGORITHMS:
             out[f"spd_k_{a}"] = spd(pred, base[a])  # (n,)
         spd_ridge = spd(pred.unsqueeze(0), ridge, dim=1)  # (G, n)
         out["spd_ridge"] = spd_ridge.mean(-1)  # (G,)
 
-        # ILWD: probes (B', m, d) as queries of every prefix → predictions (B', n, m).
+        # ILWD: probes (B', m, d) as queries of every prefix → predictions (B', m, n).
         Xi, yi, probes = probe_data
         Bp, m, d = probes.shape
         n = Xi.shape[1]
-        p = predict_prefixes(
-            model,
-            Xi.repeat_interleave(m, 0).to(mdt),  # (B'·m, n, d): prompt b once per probe
-            yi.repeat_interleave(m, 0).to(mdt),
-            probes.reshape(Bp * m, d).to(mdt),
-            config.eval_chunk,
-        ).reshape(Bp, m, n)
+        p = prefixes.predict_probes(
+            model, Xi.to(mdt), yi.to(mdt), probes.to(mdt), config.eval_chunk
+        )  # (B', m, n)
         w_model = implicit_weights(probes.unsqueeze(1).expand(Bp, n, m, d), p.transpose(1, 2))
         for a in LINEAR_ALGORITHMS:
             out[f"ilwd_k_{a}"] = ilwd(w_model, w_base[a])  # (n,)

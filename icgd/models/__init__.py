@@ -1,5 +1,5 @@
 """Models: linear self-attention (stacked or looped), softmax attention, a causal GPT, a looped
-transformer with input injection, and hook points.
+transformer with input injection, hook points, and a registry building any of them by `kind`.
 
 Imports only `icgd.core`.
 """
@@ -8,9 +8,15 @@ from icgd.models.gpt import GPT, GPT_SIZES, Block, GPTConfig
 from icgd.models.hooks import HookPoints, caching_hook, names_filter_to_predicate
 from icgd.models.looped import LoopedConfig, LoopedTransformer
 from icgd.models.lsa import LinearSelfAttention, LSAConfig, hook_names
-from icgd.models.softmax_attention import SoftmaxAttention, SoftmaxAttentionConfig
+from icgd.models.registry import CAUSAL_KINDS, MODEL_KINDS, ModelSpec, build_model
+from icgd.models.softmax_attention import (
+    SoftmaxAttention,
+    SoftmaxAttentionConfig,
+    StackedSoftmaxAttention,
+)
 
 __all__ = [
+    "CAUSAL_KINDS",
     "GPT",
     "GPT_SIZES",
     "Block",
@@ -20,8 +26,12 @@ __all__ = [
     "LinearSelfAttention",
     "LoopedConfig",
     "LoopedTransformer",
+    "MODEL_KINDS",
+    "ModelSpec",
     "SoftmaxAttention",
     "SoftmaxAttentionConfig",
+    "StackedSoftmaxAttention",
+    "build_model",
     "caching_hook",
     "hook_names",
     "names_filter_to_predicate",

@@ -38,6 +38,15 @@ the GD construction; here the sign lives in `o_h`, as in He et al.'s formula). D
 Any n works at call time: no parameter depends on the context length, and softmax normalises over
 the keys (length generalisation).
 
+Padding (`n_context`, optional (B,) integers ≥ 1): prompt b holds `k_b = n_context[b]` real context
+tokens followed by `n − k_b` padding tokens, then the query. Padding columns are hidden as keys from
+every query (on top of the mask), so the real tokens' outputs and the prediction equal those of the
+unpadded `k_b`-point prompt exactly. Needed because, unlike in linear attention, a zero token is
+not inert under softmax: its score is 0, so it gets weight `exp(0)` in the normalisation.
+
+`StackedSoftmaxAttention` applies L independent layers in sequence (`full` or `he`), with the same
+`predict` and `n_context` conventions.
+
 Hook points (in firing order): `hook_z.0` (B, d+1, n+1) input; `hook_scores` (B, H, n+1, n+1)
 pre-softmax scores `s^h_{ij}` (row i = key, column j = query) with `-inf` at masked entries;
 `hook_pattern` (B, H, n+1, n+1) the softmax over keys (each column sums to 1, masked entries 0);
@@ -139,19 +148,27 @@ class SoftmaxAttention(nn.Module):
                 f"Z must have shape (B, d+1, n+1) = (B, {D}, n+1) with n >= 1, got {tuple(Z.shape)}"
             )
 
-    def allowed_keys(self, n_tokens: int, device: torch.device | str = "cpu") -> Tensor:
-        """Boolean (n+1, n+1) matrix, entry [i, j] true iff query token j may attend to key i."""
+    def allowed_keys(
+        self, n_tokens: int, device: torch.device | str = "cpu", n_context: Tensor | None = None
+    ) -> Tensor:
+        """Boolean matrix, entry [i, j] true iff query token j may attend to key i: (n+1, n+1),
+        or (B, 1, n+1, n+1) with `n_context` (B,), whose padding keys `k_b ≤ i < n` are hidden."""
         i = torch.arange(n_tokens, device=device)
         if self.config.mask == "context":
-            return (i < n_tokens - 1)[:, None].expand(n_tokens, n_tokens)  # keys: context only
-        return i[:, None] <= i[None, :]  # causal: key i ≤ query j
+            allowed = (i < n_tokens - 1)[:, None].expand(n_tokens, n_tokens)  # context keys only
+        else:
+            allowed = i[:, None] <= i[None, :]  # causal: key i ≤ query j
+        if n_context is None:
+            return allowed
+        padding = (i >= n_context[:, None]) & (i < n_tokens - 1)  # (B, n+1): context slots ≥ k_b
+        return allowed & ~padding[:, None, :, None]  # (B, 1, n+1, n+1): hidden as keys
 
-    def scores(self, Z: Tensor) -> Tensor:
+    def scores(self, Z: Tensor, n_context: Tensor | None = None) -> Tensor:
         """Masked pre-softmax scores (B, H, n+1, n+1): `[b, h, i, j] = z_iᵀ W_KQ^h z_j` for the
-        allowed keys i of query j, `-inf` elsewhere."""
+        allowed keys i of query j (padding hidden, see the module docstring), `-inf` elsewhere."""
         KZ = torch.einsum("hab,Bbj->Bhaj", self.KQ, Z)  # (B, H, d+1, n+1): W_KQ^h z_j
         S = Z.transpose(1, 2).unsqueeze(1) @ KZ  # (B, H, n+1, n+1): z_iᵀ W_KQ^h z_j
-        allowed = self.allowed_keys(Z.shape[2], Z.device)  # (n+1, n+1)
+        allowed = self.allowed_keys(Z.shape[2], Z.device, n_context)  # (n+1, n+1) or (B, 1, ·, ·)
         return S.masked_fill(~allowed, float("-inf"))
 
     def _update(self, Z: Tensor, pattern: Tensor) -> Tensor:
@@ -166,13 +183,14 @@ class SoftmaxAttention(nn.Module):
 
     # --------------------------------------------------------------------------- public API
 
-    def forward(self, Z: Tensor) -> Tensor:
-        """`Z_out = Z + Σ_h W_OV^h Z A^h`: (B, d+1, n+1) from the prompt Z (B, d+1, n+1)."""
+    def forward(self, Z: Tensor, n_context: Tensor | None = None) -> Tensor:
+        """`Z_out = Z + Σ_h W_OV^h Z A^h`: (B, d+1, n+1) from the prompt Z (B, d+1, n+1);
+        `n_context` (B,): real context tokens per prompt, the rest is padding (module docstring)."""
         self._check_input(Z)
         hooked = len(self.hook_points) > 0
         if hooked:
             Z = self.hook_points("hook_z.0", Z)
-        S = self.scores(Z)  # (B, H, n+1, n+1)
+        S = self.scores(Z, n_context)  # (B, H, n+1, n+1)
         if hooked:
             S = self.hook_points("hook_scores", S)
         pattern = torch.softmax(S, dim=-2)  # (B, H, n+1, n+1): softmax over the keys i
@@ -183,10 +201,10 @@ class SoftmaxAttention(nn.Module):
             out = self.hook_points("hook_z.1", out)
         return out
 
-    def predict(self, Z: Tensor) -> Tensor:
+    def predict(self, Z: Tensor, n_context: Tensor | None = None) -> Tensor:
         """`ŷ = +[Z_out]_{d+1, n+1}`: (B,). Equals He et al.'s ŷ for `he` with the `context` mask
         (the prompt's query label is 0)."""
-        return self.forward(Z)[:, -1, -1]
+        return self.forward(Z, n_context)[:, -1, -1]
 
     def hook_names(self) -> list[str]:
         """The hook names a forward pass fires, in order."""
@@ -212,3 +230,47 @@ class SoftmaxAttention(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return f"d={c.d}, heads={c.n_heads}, kind={c.kind}, mask={c.mask}"
+
+
+class StackedSoftmaxAttention(nn.Module):
+    """L softmax attention layers applied in sequence, `Z_L = layer_L(… layer_1(Z))`: (B, d+1, n+1).
+
+    Every layer has `config` (its own weights, drawn one layer after the other from `generator`);
+    `predict(Z, n_context)` = `+[Z_L]_{d+1, n+1}`, padding hidden in every layer as in
+    `SoftmaxAttention`. Hooks live on the layers: `model.layers[l].hooks(...)`.
+    """
+
+    def __init__(
+        self,
+        config: SoftmaxAttentionConfig,
+        n_layers: int,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        self.config = config
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)  # never the global RNG
+        self.layers = nn.ModuleList(
+            SoftmaxAttention(config, generator=generator, dtype=dtype, device=device)
+            for _ in range(n_layers)
+        )
+
+    def forward(self, Z: Tensor, n_context: Tensor | None = None) -> Tensor:
+        """(B, d+1, n+1) → (B, d+1, n+1) through every layer."""
+        for layer in self.layers:
+            Z = layer(Z, n_context)
+        return Z
+
+    def predict(self, Z: Tensor, n_context: Tensor | None = None) -> Tensor:
+        """`ŷ = +[Z_L]_{d+1, n+1}`: (B,)."""
+        return self.forward(Z, n_context)[:, -1, -1]
+
+    def extra_repr(self) -> str:
+        c = self.config
+        layers = len(self.layers)
+        return f"layers={layers}, d={c.d}, heads={c.n_heads}, kind={c.kind}, mask={c.mask}"

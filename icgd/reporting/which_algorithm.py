@@ -23,6 +23,17 @@ from icgd.reporting.figures import read_arrays, save
 # Same names and order as the experiment's arrays; labels for the plots.
 LABELS = {"gd": "one-step GD", "bayes": "ridge, Bayes λ", "ols": "OLS (min-norm)", "knn": "3-NN"}
 
+# The model family (`config.model.kind`; runs before the field existed are LSA) and the letter of
+# its depth: layers L, or loops b for the looped model.
+FAMILIES = {"lsa": ("LSA", "L"), "softmax": ("softmax", "L"), "gpt": ("GPT", "L"),
+            "looped": ("looped", "b")}  # fmt: skip
+
+
+def _family(result: Result) -> tuple[str, str]:
+    model = result.config.get("model") if isinstance(result.config, dict) else None
+    kind = model.get("kind", "lsa") if isinstance(model, dict) else "lsa"
+    return FAMILIES.get(kind, (kind, "L"))
+
 
 def _log_image(ax, values, xlabels, ylabels, title: str, fig):
     """A heat map of log10(values) with every cell annotated with its value."""
@@ -69,7 +80,8 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
     K = arrays["loss_model_k"].shape[-1]
     ks = list(range(1, K + 1))
     S = len(noises)
-    depth_labels = [f"L={L}" for L in depths]
+    family, letter = _family(result)
+    depth_labels = [f"{letter}={L}" for L in depths]
     paths = []
 
     fig, axes = plt.subplots(
@@ -82,7 +94,7 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
         _log_image(
             axes[0][s], table, [LABELS[a] for a in algos], depth_labels, f"SPD, σ={noise:g}", fig
         )
-    fig.suptitle("SPD(model, algorithm), mean over k (log colour)")
+    fig.suptitle(f"SPD({family} model, algorithm), mean over k (log colour)")
     paths.append(save(fig, out / "spd_heatmap.png"))
 
     main = [a for a in ("gd", "bayes") if a in algos]
@@ -106,7 +118,13 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
     for s, noise in enumerate(noises):
         ax = axes[0][s]
         for i, L in enumerate(depths):
-            ax.plot(ks, arrays["loss_model_k"][s, i].tolist(), "o-", ms=3, label=f"LSA, L={L}")
+            ax.plot(
+                ks,
+                arrays["loss_model_k"][s, i].tolist(),
+                "o-",
+                ms=3,
+                label=f"{family}, {letter}={L}",
+            )
         for a, style in zip(algos, ("k--", "k-", "k:", "k-."), strict=False):
             ax.plot(ks, arrays[f"loss_k_{a}"][s].tolist(), style, lw=1, label=LABELS[a])
         ax.set(xlabel="context length k", ylabel="test MSE", yscale="log", title=f"σ={noise:g}")
@@ -134,7 +152,7 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
         if noise > 0:
             right.axvline(noise**2, color=f"C{s}", ls=":", lw=1)
     left.set(
-        xlabel="depth L",
+        xlabel=f"depth {letter} ({family})",
         ylabel="ridge λ closest in SPD",
         yscale="log",
         xscale="log",
