@@ -18,9 +18,15 @@ Prediction i is made at token x_i and sees `x_1, y_1, …, x_{i−1}, y_{i−1},
 positional table has exactly `2·max_points` rows (no vocabulary table: inputs are continuous).
 With k = max_points the last row (position of y_k) never reaches a prediction.
 
-Init (GPT-2): every Linear weight and embedding N(0, 0.02²), the two residual projections of each
-block N(0, (0.02/√(2·n_layer))²), biases 0, LayerNorm (1, 0); drawn from `generator` in float64 and
-cast, so the same seed gives the same model for every dtype; global RNG state is never touched.
+Init (GPT-2) of the transformer: every Linear weight in the blocks and the positional table
+N(0, 0.02²), the two residual projections of each block N(0, (0.02/√(2·n_layer))²), biases 0,
+LayerNorm (1, 0). The read-in and read-out keep PyTorch's `nn.Linear` init, weight and bias
+U(−1/√fan_in, 1/√fan_in), as in Garg et al.'s code, where they sit outside the GPT-2 backbone and
+its init. This matters (measured, d = 5, 11 points, tiny model, Adam 1e-3, batch 64, seed 0): with
+the read-in at N(0, 0.02²) too, the error at k ≥ d was still 0.83 after 3500 steps (averaging's
+0.85); with the uniform read-in/out it was 0.35 after 1500. All drawn from `generator` in float64
+and cast, so the same seed gives the same model for every dtype; global RNG state is never
+touched.
 
 Hook points: `hook_resid.{l}` (B, 2k, n_embd), l = 0..n_layer: the residual stream after l blocks
 (`hook_resid.0` is the embedding h_0). Identity and skipped entirely when no hook is attached.
@@ -207,7 +213,8 @@ class ReadInOut(nn.Module):
 def init_gpt_weights(
     module: nn.Module, n_residual_layers: int, generator: torch.Generator, std: float = 0.02
 ) -> None:
-    """GPT-2 init in place, drawn from `generator` in float64 then cast (see the module docstring).
+    """GPT-2 init in place (read-in/out: nn.Linear's uniform init), drawn from `generator` in
+    float64 then cast (see the module docstring).
 
     `n_residual_layers`: the number of blocks on the residual path, scaling the residual
     projections `*.c_proj.weight` to `std/√(2·n_residual_layers)`.
@@ -218,6 +225,12 @@ def init_gpt_weights(
             owner = module.get_submodule(name.rsplit(".", 1)[0]) if "." in name else module
             if isinstance(owner, nn.LayerNorm):
                 p.fill_(1.0 if leaf == "weight" else 0.0)
+            elif ".read_in." in f".{name}" or ".read_out_head." in f".{name}":
+                bound = 1.0 / math.sqrt(owner.in_features)  # nn.Linear's default: U(±1/√fan_in)
+                draw = torch.rand(
+                    p.shape, generator=generator, dtype=torch.float64, device=generator.device
+                )
+                p.copy_(((2 * draw - 1) * bound).to(device=p.device, dtype=p.dtype))
             elif leaf == "bias":
                 p.zero_()
             else:

@@ -173,3 +173,13 @@ def test_rejects_bad_inputs():
         model(X[:, :4, :3], y[:, :4])
     with pytest.raises(ValueError, match=r"\(B, k\)"):
         model(X[:, :4], y[:, :3])
+
+
+def test_read_in_and_out_keep_the_uniform_nn_linear_init():
+    """Garg et al.'s read-in/out sit outside GPT-2's init: U(±1/√fan_in) for weight and bias."""
+    model = GPT(GPTConfig(d_in=4, max_points=8, size="small"), generator=make_generator(0))
+    for lin in (model.io.read_in, model.io.read_out_head):
+        bound = 1 / lin.in_features**0.5
+        for p in (lin.weight, lin.bias):
+            assert p.abs().max() <= bound and p.abs().max() > 0.8 * bound
+    assert abs(model.io.wpe.weight.double().std().item() - 0.02) < 0.002
