@@ -401,16 +401,20 @@ class FunctionClassesExperiment:
 
     @staticmethod
     def _collect(metrics: dict, arrays: dict, kind: str, label: str, errors: dict, d: int):
-        """Per-k curves and the two range means of every predictor; the k ≥ 2d aggregate of the
-        unshifted test (what the claims read)."""
+        """Record one test batch's errors. Unshifted ("none"): each predictor's per-k curve
+        `{kind}.{name}.err` and its k ≥ 2d mean `{kind}.{name}.err_k_ge_2d` (what the claims
+        read). Every batch: the two range means appended to the lists
+        `{kind}.{name}.shift_err_k_lt_d` / `…_k_ge_d` (one entry per shift, "none" first, in the
+        order of `config.shifts`), and the curve in the arrays as
+        `{kind}.{label}.{name}`."""
         for name, err in errors.items():
-            key = f"{kind}.{label}.{name}"
             low, high = _ranges(err, d)
-            metrics[f"{key}.err_k_lt_d"], metrics[f"{key}.err_k_ge_d"] = low, high
+            for suffix, value in (("lt_d", low), ("ge_d", high)):
+                metrics.setdefault(f"{kind}.{name}.shift_err_k_{suffix}", []).append(value)
             if label == "none":
                 metrics[f"{kind}.{name}.err"] = err.tolist()
                 metrics[f"{kind}.{name}.err_k_ge_2d"] = float(err[2 * d :].mean())
-            arrays[key] = err.cpu()
+            arrays[f"{kind}.{label}.{name}"] = err.cpu()
 
     def check(self, config: FunctionClassesConfig, metrics: dict) -> list[Claim]:
         """Garg et al.'s claims at the configured size, tolerances chosen before any default run:

@@ -24,17 +24,21 @@ STYLE = {
 }
 
 
-def _predictors(metrics: dict, kind: str, label: str) -> list[str]:
-    return [p for p in STYLE if f"{kind}.{label}.{p}.err_k_ge_d" in metrics]
+def _predictors(metrics: dict, kind: str) -> list[str]:
+    return [p for p in STYLE if f"{kind}.{p}.err" in metrics]
 
 
-def _shift_labels(metrics: dict, kind: str) -> list[str]:
-    labels = []
-    for key in metrics:
-        parts = key.split(".")
-        if len(parts) == 4 and parts[0] == kind and parts[2] == "model" and parts[1] not in labels:
-            labels.append(parts[1])
-    return labels
+def _shift_names(config: dict) -> list[str]:
+    """Row names of the shift table: "none", then each shift of the config, in order."""
+    names = ["none"]
+    for shift in config.get("shifts", []):
+        kind = shift.get("kind", "?")
+        if kind in ("scale_x", "scale_y"):
+            kind += f" ×{shift.get('factor', 0):g}"
+        elif kind == "noisy_y":
+            kind += f" σ={shift.get('noise_std', 0):g}"
+        names.append(kind)
+    return names
 
 
 def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
@@ -49,7 +53,7 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
         if not m.get(f"{kind}.model.err"):
             continue
         fig, ax = plt.subplots(figsize=(5.8, 3.8))
-        for name in _predictors(m, kind, "none"):
+        for name in _predictors(m, kind):
             style, label = STYLE[name]
             err = m[f"{kind}.{name}.err"]
             ax.plot(range(len(err)), err, style, ms=4, label=label)
@@ -64,15 +68,16 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
         paths.append(save(fig, out / f"error_vs_points_{kind}.png"))
 
     rows, row_labels, columns = [], [], list(STYLE)
+    shift_names = _shift_names(result.config)
     for kind in classes:
-        for label in _shift_labels(m, kind):
+        for i, shift in enumerate(shift_names):
             cells = []
             for name in columns:
-                lo = m.get(f"{kind}.{label}.{name}.err_k_lt_d")
-                hi = m.get(f"{kind}.{label}.{name}.err_k_ge_d")
-                cells.append("" if hi is None else f"{_num(lo)} / {_num(hi)}")
+                lo = m.get(f"{kind}.{name}.shift_err_k_lt_d") or []
+                hi = m.get(f"{kind}.{name}.shift_err_k_ge_d") or []
+                cells.append(f"{_num(lo[i])} / {_num(hi[i])}" if i < len(hi) else "")
             rows.append(cells)
-            row_labels.append(f"{kind}: {label}")
+            row_labels.append(f"{kind}: {shift}")
     used = [j for j in range(len(columns)) if any(r[j] for r in rows)]
     if rows and used:
         fig, ax = plt.subplots(figsize=(1.7 * len(used) + 2.5, 0.32 * len(rows) + 1.2))

@@ -142,11 +142,16 @@ def test_tiny_run_writes_a_complete_folder_and_repeats_exactly(tmp_path):
     # predicts 0
     assert max(m["linear.least_squares.err"][d:]) < 1e-8
     assert m["linear.least_squares.err"][0] == m["linear.averaging.err"][0]
-    for shift in config.shifts:
-        key = f"linear.{shift_label(shift)}.model.err_k_ge_d"
-        assert math.isfinite(m[key]), key
+    # one entry per shift, the unshifted test first
+    labels = ["none"] + [shift_label(s) for s in config.shifts]
+    for name in ("model", "least_squares", "knn3", "averaging"):
+        for suffix in ("lt_d", "ge_d"):
+            values = m[f"linear.{name}.shift_err_k_{suffix}"]
+            assert len(values) == len(labels) and all(math.isfinite(v) for v in values)
     # orthogonal queries: from k = d on the query is 0 and so is its label; least squares says 0
-    assert m["linear.orthogonal_query.least_squares.err_k_ge_d"] < 1e-12
+    ortho = labels.index("orthogonal_query")
+    assert m["linear.least_squares.shift_err_k_ge_d"][ortho] < 1e-12
+    assert m["linear.least_squares.shift_err_k_ge_d"][0] < 1e-8
     assert [c.name for c in result.claims] == [
         "linear_near_least_squares",
         "linear_far_below_knn_averaging",
