@@ -106,12 +106,17 @@ CLASS_BASELINES: dict[str, tuple[Baseline, ...]] = {
     "decision_tree": ("least_squares", "decision_tree", "boosting", "knn3", "averaging"),
 }
 
-# CPU recipe: see the measurements in the module docstring.
+# CPU recipe (d = 5, 11 points, tiny model), measured with seed 0 (error at k = 2d, the model's
+# and least squares' gap in the first claim):
+# - Adam lr 1e-3, batch 64, 4000 steps, constant lr: 0.19 (fails);
+# - the same over 8000 steps with a cosine decay: 0.40 mean error over all prefixes at step 6750
+#   (least squares: 0.27), stopped;
+# - batch 128, 4000 steps, cosine decay (this recipe): gap 0.078, ratio to 3-NN/averaging 0.13.
 CPU_TRAIN = TrainConfig(
     steps=4000,
-    batch_size=64,
+    batch_size=128,
     optimizer=OptimizerConfig(kind="adam", lr=1e-3),
-    schedule=LRScheduleConfig(kind="constant"),
+    schedule=LRScheduleConfig(kind="cosine"),
     clip_norm=None,
     resample_every=1,
     eval_every=250,

@@ -17,11 +17,12 @@ than pickling an arbitrary batch object, we store the generator state from just 
 was drawn and draw it again on resume: `sample_batch` is deterministic given the generator, so this
 re-derives the batch exactly, whatever its type, in a few kilobytes.
 
-Divergence. After each backward pass the loss and every gradient are checked (and after each update
-the weights): on the first non-finite value the update is not taken, the model in memory is put
-back to the last finite weights, the checkpoint on disk is left as it was, and `train` returns
-`status="diverged"` with a message naming the step and the quantity. The check costs one device
-sync per step (two with the weight check), negligible next to a batch of thousands of prompts.
+Divergence. Every step checks the loss, every gradient and, after the update, every weight: on the
+first non-finite value the update is undone (the model in memory is put back to the weights before
+it), the checkpoint on disk is left as it was, and `train` returns `status="diverged"` with a
+message naming the step and the quantity. The check reads one norm per tensor (a tensor is finite
+iff its norm is; a norm that overflows counts as non-finite) and costs one host sync per step, after
+the optimizer step, so a GPU is never stalled twice.
 
 Interruption. Checkpoint files are written atomically (temporary file, then rename) with SIGINT
 deferred until both are written, so Ctrl-C never leaves a half-written or mismatched pair. Any
@@ -92,11 +93,27 @@ def _json_line(record: dict) -> str:
     return json.dumps(record, allow_nan=False) + "\n"
 
 
-def _all_finite(tensors: list[Tensor]) -> bool:
-    """Whether every entry of every tensor is finite (one host sync)."""
+def _norms(tensors: list[Tensor]) -> Tensor:
+    """The Frobenius norm of each tensor, (n,) on their device (no host sync)."""
     if not tensors:
-        return True
-    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all().item())
+        return torch.zeros(0)
+    return torch.stack([torch.linalg.vector_norm(t.detach()).float() for t in tensors])
+
+
+def _what_diverged(
+    loss: Tensor, grad_names: list[str], checked: Tensor, param_names: list[str], lr: float
+) -> str:
+    """Name the first non-finite quantity of a step that failed the check: the loss, a gradient
+    (before clipping), or a weight after the update. `checked` = [loss, gradient norms (one per
+    name of `grad_names`), weight norms (one per name of `param_names`)]."""
+    if not math.isfinite(loss.item()):
+        return f"the training loss is {loss.item()}"
+    finite = torch.isfinite(checked[1:]).tolist()
+    names = grad_names + param_names
+    i = finite.index(False)
+    if i < len(grad_names):
+        return f"the gradient of {names[i]!r} is non-finite"
+    return f"the update made {names[i]!r} non-finite (lr {lr:g})"
 
 
 @contextlib.contextmanager
@@ -301,30 +318,27 @@ def train(
                 raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
             loss.backward()
             grads = [p.grad for p in params if p.grad is not None]
-            if not _all_finite([loss.detach(), *grads]):
-                if not math.isfinite(loss.item()):
-                    return diverged(step, f"the training loss is {loss.item()}")
-                bad = next(n for n, p in named if p.grad is not None and not _all_finite([p.grad]))
-                return diverged(step, f"the gradient of {bad!r} is non-finite")
-            norms = clip_per_matrix_(params, config.clip_norm) if config.clip_norm else None
+            grad_norms = _norms(grads)  # (n,), before clipping; no sync
+            if config.clip_norm:
+                clip_per_matrix_(params, config.clip_norm)
             lr = current_lr()
             with torch.no_grad():
                 for saved, p in zip(snapshot, params, strict=True):
                     saved.copy_(p)
             optimizer.step()
-            if not _all_finite(params):
-                bad = next(n for n, p in named if not _all_finite([p]))
-                with torch.no_grad():
+            checked = torch.cat([loss.detach().reshape(1), grad_norms, _norms(params)])
+            if not bool(torch.isfinite(checked).all()):  # the step's one host sync
+                grad_names = [n for n, p in named if p.grad is not None]
+                what = _what_diverged(loss, grad_names, checked, [n for n, _ in named], lr)
+                with torch.no_grad():  # undo the update
                     for saved, p in zip(snapshot, params, strict=True):
                         p.copy_(saved)
-                return diverged(step, f"the update made {bad!r} non-finite (lr {lr:g})")
+                return diverged(step, what)
             scheduler.step()
             step += 1
 
             if step % log_every == 0:
-                if norms is None:
-                    norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])
-                grad_norm = torch.linalg.vector_norm(norms)
+                grad_norm = torch.linalg.vector_norm(grad_norms)
                 latest = {
                     "step": step,
                     "kind": "train",
