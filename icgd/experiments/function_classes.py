@@ -32,7 +32,9 @@ best baseline's (Garg et al.: the model matches or beats the class's baselines).
 
 Presets. `preset="cpu"` (default): d = 5, 11 points (k = 2d = 10 is the last prefix), GPT size
 "tiny" (width 64, 3 layers, 2 heads), the linear class only, a curriculum from 2 to 5 active
-dimensions and 5 to 11 points, and the training budget below: a few minutes on 2 CPU cores.
+dimensions and 5 to 11 points (one step every 500 updates), Adam lr 1e-3 with a cosine decay,
+batch 128, 4000 updates. Measured (seed 0, one core, the other core busy): 299 s, both linear
+claims pass (gap to least squares 0.078, ratio to 3-NN / averaging 0.13).
 `preset="paper"`: Garg et al.'s setting (d = 20, 41 points, the "standard" model 256/12/8, all six
 classes, their curriculum 5 → 20 dimensions and 11 → 41 points, Adam lr 1e-4, batch 64, 500k
 steps): GPU-sized, not run by the tests. A preset replaces every field left at its cpu default

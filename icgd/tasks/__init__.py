@@ -1,5 +1,10 @@
 """Samplers of in-context problems. Each works on whole batches and takes a `torch.Generator`."""
 
+from icgd.tasks.decision_lists import (
+    DecisionLists,
+    DecisionListsConfig,
+    one_hot,
+)
 from icgd.tasks.function_classes import (
     Curriculum,
     CurriculumConfig,
@@ -25,6 +30,8 @@ __all__ = [
     "AHN_EIGENVALUES",
     "Curriculum",
     "CurriculumConfig",
+    "DecisionLists",
+    "DecisionListsConfig",
     "FunctionClass",
     "FunctionClassBatch",
     "FunctionClassConfig",
@@ -36,6 +43,7 @@ __all__ = [
     "ahn_spectrum",
     "evaluate_function",
     "haar_orthogonal",
+    "one_hot",
     "orthogonal_queries",
     "skewed_spectrum",
 ]

@@ -3,6 +3,12 @@
 Imports only `icgd.core`, so every result here is an independent check on the algorithms.
 """
 
+from icgd.theory.decision_lists import (
+    DecisionListMasses,
+    decision_list_masses,
+    mode_a_constants,
+    mode_b_conditions,
+)
 from icgd.theory.gatmiry import gatmiry_constant, gradient_dominance_constant
 from icgd.theory.looped import LoopedOptimum, looped_loss, optimal_loop_scale
 from icgd.theory.one_layer import (
@@ -18,15 +24,19 @@ from icgd.theory.stacked import StackedOptimum, optimal_layer_scales, stacked_lo
 from icgd.theory.wishart import WishartMoments, whitened_wishart_moments
 
 __all__ = [
+    "DecisionListMasses",
     "LoopedOptimum",
     "SkewCurvature",
     "StackedOptimum",
     "WishartMoments",
     "ahn_optimal_preconditioner",
+    "decision_list_masses",
     "expected_s_m_s",
     "gatmiry_constant",
     "gradient_dominance_constant",
     "looped_loss",
+    "mode_a_constants",
+    "mode_b_conditions",
     "one_layer_loss",
     "optimal_layer_scales",
     "optimal_loop_scale",
