@@ -11,6 +11,7 @@ from icgd.analysis.comparison import (
     prediction_rmse,
     query_sensitivity,
 )
+from icgd.analysis.hessian import HessianEig, hessian_vector_product, top_hessian_eigenvalue
 from icgd.analysis.preconditioner import (
     distance_to_identity,
     effective_preconditioners,
@@ -21,10 +22,12 @@ from icgd.analysis.preconditioner import (
 )
 
 __all__ = [
+    "HessianEig",
     "compare",
     "distance_to_identity",
     "effective_preconditioners",
     "gd_prediction_fn",
+    "hessian_vector_product",
     "identity_scale",
     "ilwd",
     "implicit_weights",
@@ -38,5 +41,6 @@ __all__ = [
     "predictor_leak_ratio",
     "query_sensitivity",
     "spd",
+    "top_hessian_eigenvalue",
     "whiten",
 ]

@@ -4,6 +4,11 @@ transformer with input injection, hook points, and a registry building any of th
 Imports only `icgd.core`.
 """
 
+from icgd.models.decision_list_attention import (
+    DecisionListAttention,
+    DecisionListAttentionConfig,
+    sequence_loss,
+)
 from icgd.models.gpt import GPT, GPT_SIZES, Block, GPTConfig
 from icgd.models.hooks import HookPoints, caching_hook, names_filter_to_predicate
 from icgd.models.looped import LoopedConfig, LoopedTransformer
@@ -17,6 +22,8 @@ from icgd.models.softmax_attention import (
 
 __all__ = [
     "CAUSAL_KINDS",
+    "DecisionListAttention",
+    "DecisionListAttentionConfig",
     "GPT",
     "GPT_SIZES",
     "Block",
@@ -35,4 +42,5 @@ __all__ = [
     "caching_hook",
     "hook_names",
     "names_filter_to_predicate",
+    "sequence_loss",
 ]
