@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 
 MODULES = (
+    "icgd.experiments.decision_lists",
     "icgd.experiments.function_classes",
     "icgd.experiments.gd_vs_transformer",
     "icgd.experiments.looped_gd",

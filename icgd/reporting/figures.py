@@ -30,6 +30,7 @@ def draw_figures(run_dir: str | Path) -> list[Path]:
 
     matplotlib.use("Agg")  # files only, never a window
     from icgd.reporting import (
+        decision_lists,
         function_classes,
         gd_vs_transformer,
         looped_gd,
@@ -41,6 +42,7 @@ def draw_figures(run_dir: str | Path) -> list[Path]:
     )
 
     drawers = {
+        "decision-lists": decision_lists.draw,
         "function-classes": function_classes.draw,
         "gd-vs-transformer": gd_vs_transformer.draw,
         "looped-gd": looped_gd.draw,

@@ -1,0 +1,160 @@
+"""`decision-lists`: claims on synthetic metrics, the GD machinery on a tiny exact population,
+the sampled preset, tiny runs (folder, figures, determinism), bad input at the CLI, and the
+default run (slow)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from icgd.core.results import read_result
+from icgd.experiments import load_all
+from icgd.experiments.decision_lists import (
+    DecisionListsExperiment,
+    DecisionListsExperimentConfig,
+    Population,
+    run_gd,
+)
+from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
+from icgd.models import DecisionListAttention, DecisionListAttentionConfig
+from icgd.reporting.figures import draw_figures
+from icgd.tasks import DecisionLists
+
+load_all()
+
+TINY = [
+    "L=4",
+    "n=3",
+    "M=2",
+    "steps_a=30",
+    "steps_b=30",
+    "steps_v=5",
+    "seeds_c=1",
+    "steps_c=5",
+    "batch_c=8",
+    "hessian_iters=10",
+    "log_every=5",
+    "n_examples=2",
+]
+
+GOOD = {
+    "perfect_a": 1.0,
+    "time_to_perfect_a": 12.0,
+    "time_bound": 180.0,
+    "steps_to_perfect_b": 500,
+    "window_b": 20000,
+    "cos_V_P_rise": 0.3,
+    "attention_on_determining": 0.8,
+}
+BAD = {
+    "perfect_a": 0.99,
+    "steps_to_perfect_b": math.nan,
+    "cos_V_P_rise": -0.01,
+    "attention_on_determining": 0.4,
+}
+
+
+def test_claims_pass_on_good_metrics_and_fail_one_by_one():
+    config = DecisionListsExperimentConfig()
+    exp = DecisionListsExperiment()
+    claims = exp.check(config, GOOD)
+    assert [c.name for c in claims] == [
+        "mode_a_perfect",
+        "mode_b_perfect_within_window",
+        "uniform_attention_aligns_V",
+        "attention_on_determining_token",
+    ]
+    assert all(c.passed for c in claims)
+    for key, value in BAD.items():
+        failed = [c.name for c in exp.check(config, GOOD | {key: value}) if not c.passed]
+        assert len(failed) == 1, (key, failed)
+    late = exp.check(config, GOOD | {"steps_to_perfect_b": 20001})
+    assert not late[1].passed
+
+
+def test_gd_on_w_only_learns_a_tiny_exact_population():
+    """Mode (a) by hand: V = cP fixed, GD on W from 0 reaches perfect classification, and the
+    recorded loss decreases."""
+    config = DecisionListsExperimentConfig(L=4, n=3, M=2)
+    task = DecisionLists(config.task_config(), dtype=torch.float64)
+    pop = Population(config, task)
+    assert pop.weights.sum().item() == pytest.approx(1.0)
+    model = DecisionListAttention(DecisionListAttentionConfig(L=4), dtype=torch.float64)
+    model.requires_grad_(False).set_weights(V=20.0 * task.P)
+    out = run_gd(model, {"W": torch.zeros(4, 4, dtype=torch.float64)}, pop, 0.05, 600, 100)
+    losses = out["curve"]["loss"]
+    assert losses[-1] < losses[0]
+    assert out["first_perfect"] is not None and out["curve"]["perfect"][-1] == 1.0
+
+
+def test_sampled_preset_sizes_and_overrides():
+    sampled = resolve_config("decision-lists", overrides=["preset=sampled"])
+    assert (sampled.L, sampled.n, sampled.M) == (32, 8, 4)
+    again = resolve_config("decision-lists", overrides=["preset=sampled", "n=6"])
+    assert again.n == 6 and again.L == 32
+
+
+def run(tmp_path, overrides=(), name="run"):
+    config = resolve_config("decision-lists", overrides=TINY + list(overrides))
+    run_dir = prepare_run_dir("decision-lists", config, tmp_path / name)
+    return config, run_dir, run_experiment("decision-lists", config, run_dir)
+
+
+def test_tiny_run_writes_a_complete_folder_and_repeats_exactly(tmp_path):
+    config, run_dir, result = run(tmp_path)
+    assert result.status in ("passed", "failed")
+    assert read_result(run_dir / "result.json") == result
+    m = result.metrics
+    assert m["n_sequences"] == 4**3
+    for key in ("delta", "gamma", "c_required", "time_bound", "eta_a", "eta_b", "lambda_max_a"):
+        assert math.isfinite(m[key]) and m[key] > 0, key
+    assert m["c"] == m["c_required"]  # c defaults to the theory's
+    assert len(m["curve_a_step"]) == len(m["curve_a_loss"]) == len(m["curve_a_perfect"])
+    assert len(m["v_cos"]) == config.steps_v + 1
+    assert 0 <= m["attention_on_determining"] <= 1
+    assert m["mode_c_success_rate"] in (0.0, 1.0)
+    assert len(result.claims) == 4
+    figures = {p.name for p in draw_figures(run_dir)}
+    assert {"training_curves.png", "alignment.png", "weights.png", "attention.png"} <= figures
+    _, _, again = run(tmp_path, name="again")
+    assert again.metrics == result.metrics
+
+
+def test_tiny_sampled_run_has_standard_errors(tmp_path):
+    _, _, result = run(
+        tmp_path, ["preset=sampled", "L=6", "n=3", "M=2", "population=300"], name="sampled"
+    )
+    m = result.metrics
+    assert m["n_sequences"] == 300
+    assert m["delta_se"] > 0 and m["gamma_se"] > 0
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("M=9", "M"),
+        ("L=1", "L"),
+        ("n=0", "n"),
+        ("preset=huge", "preset"),
+        ("eta_factor=2", "eta_factor"),
+        ("c=-1", "c"),
+        ("tolerances.attention_mass=2", "attention_mass"),
+    ],
+)
+def test_bad_config_is_one_line_exit_2(assert_bad_config, override, field):
+    assert_bad_config("decision-lists", override, field)
+
+
+def test_subset_sampler_needs_n_at_most_l():
+    with pytest.raises(Exception, match="n: must be <= L"):
+        resolve_config("decision-lists", overrides=["sequence_sampler=subset", "n=9"])
+
+
+@pytest.mark.slow
+def test_default_run_passes_every_claim(tmp_path):
+    config = resolve_config("decision-lists", overrides=[])
+    run_dir = prepare_run_dir("decision-lists", config, tmp_path / "default")
+    result = run_experiment("decision-lists", config, run_dir)
+    assert result.status == "passed", [c for c in result.claims if not c.passed]
