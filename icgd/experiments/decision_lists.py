@@ -31,7 +31,11 @@ What runs (all optimisation is full-batch GD on that loss unless said otherwise)
   of the whole population at the end).
 
 Presets. `exact` (default): L = 8, n = 4, M = 3, tokens iid uniform, list lengths uniform on
-1 … M, all 8⁴ = 4096 sequences enumerated. `sampled`: L = 32, n = 8, M = 4, a fixed sample of
+1 … M, all 8⁴ = 4096 sequences enumerated. Measured (seed 0, one core): 92 s, every claim
+passes: δ = 0.106, γ = 0.031, c = c_required = 314, bound 186; mode (a) (η = 1/λ_max = 0.0097,
+λ_max 103 → 1.5 at the end) is perfect from step 1307 (time 12.7); mode (b) (η = 0.025) from
+step 519 (window 7487); cos(V, P) 0.16 → 0.59 in 200 steps; attention mass 0.64 on the
+label-determining token; mode (c) 5 of 5 seeds perfect. `sampled`: L = 32, n = 8, M = 4, a fixed sample of
 `population` sequences stands for the population and accuracy is measured on a second sample of the
 same size (so "perfect" means every sampled sequence); δ and γ are then estimates with standard
 errors.
