@@ -28,17 +28,18 @@ What runs (all optimisation is full-batch GD on that loss unless said otherwise)
   positions holding its label-determining token, averaged over positions and sequences.
 - **mode (c)** (the paper's open question; no claim): W and V from `N(0, init_std_c²)`, Adam on
   fresh samples of `batch_c` sequences, `seeds_c` seeds; the success rate (perfect classification
-  of the whole population at the end).
+  of the whole population at the end); also for the factored form `W = W_Kᵀ W_Q` (full rank),
+  for comparison.
 
 Presets. `exact` (default): L = 8, n = 4, M = 3, tokens iid uniform, list lengths uniform on
 1 … M, all 8⁴ = 4096 sequences enumerated. Measured (seed 0, one core): 92 s, every claim
 passes: δ = 0.106, γ = 0.031, c = c_required = 314, bound 186; mode (a) (η = 1/λ_max = 0.0097,
 λ_max 103 → 1.5 at the end) is perfect from step 1307 (time 12.7); mode (b) (η = 0.025) from
 step 519 (window 7487); cos(V, P) 0.16 → 0.59 in 200 steps; attention mass 0.64 on the
-label-determining token; mode (c) 5 of 5 seeds perfect. `sampled`: L = 32, n = 8, M = 4, a fixed sample of
-`population` sequences stands for the population and accuracy is measured on a second sample of the
-same size (so "perfect" means every sampled sequence); δ and γ are then estimates with standard
-errors.
+label-determining token; mode (c) 5 of 5 seeds perfect.
+`sampled`: L = 32, n = 8, M = 4, a fixed sample of `population` sequences stands for the
+population and accuracy is measured on a second sample of the same size (so "perfect" means every
+sampled sequence); δ and γ are then estimates with standard errors.
 """
 
 from __future__ import annotations
@@ -306,6 +307,7 @@ class DecisionListsExperiment:
         metrics["window_b"] = math.ceil(theory["time_bound"] / eta_b)
         conditions = mode_b_conditions(eta_b, lam_b, config.eps, c, theory["c_required"])
         metrics["c_ok"] = int(conditions["c_ok"])
+        metrics["eps"] = config.eps
         arrays["W_b"], arrays["V_b"] = b["params"]["W"].cpu(), b["params"]["V"].cpu()
 
         # --- uniform attention: V alone with W = 0 ---------------------------------------------
@@ -327,7 +329,7 @@ class DecisionListsExperiment:
         metrics["v_cos"] = v["curve"]["track"]
 
         # --- mode (c): both from small random init, Adam on fresh samples ------------------
-        metrics |= self._mode_c(config, task, pop, model)
+        metrics |= self._mode_c(config, task, pop)
         return Outcome(metrics=metrics, arrays=arrays)
 
     @staticmethod
@@ -363,38 +365,50 @@ class DecisionListsExperiment:
         }
 
     @staticmethod
-    def _mode_c(config, task: DecisionLists, pop: Population, model) -> dict:
-        """W and V from N(0, init_std_c²), Adam (lr_c) on fresh batches of `batch_c` sequences
-        for `steps_c` steps, per seed; success = every test sequence classified perfectly."""
+    def _mode_c(config, task: DecisionLists, pop: Population) -> dict:
+        """Both parametrisations (`full` W, and `factored` W = W_Kᵀ W_Q of full rank) from
+        N(0, init_std_c²), Adam (lr_c) on fresh batches of `batch_c` sequences for `steps_c`
+        steps, per seed; every `log_every` steps the batch loss and the perfectly classified mass
+        of the test sequences; success = every test sequence perfect at the end."""
         out: dict[str, Any] = {}
-        successes, finals = [], []
-        for s in range(config.seeds_c):
-            init = make_generator(derive_seed(config.seed, "mode_c", s), "cpu")
-            params = {
-                k: (config.init_std_c * torch.randn(config.L, config.L, generator=init,
-                    dtype=torch.float64)).to(pop.seqs.device, model.V.dtype).requires_grad_()
-                for k in ("W", "V")
-            }  # fmt: skip
-            optim = torch.optim.Adam(params.values(), lr=config.lr_c)
-            stream = make_generator(derive_seed(config.seed, "mode_c_data", s), task.device)
-            curve = []
-            for step in range(config.steps_c):
-                seqs = task.sample(config.batch_c, stream)
-                Z = torch.func.functional_call(model, params, (seqs,), strict=False)
-                loss = torch.nn.functional.cross_entropy(Z, task.labels(seqs))
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                optim.step()
-                if step % config.log_every == 0:
-                    curve.append(float(loss.detach()))
-            detached = {k: v.detach() for k, v in params.items()}
-            final = _perfect_fraction(model, detached, pop.test_seqs, pop.test_labels,
-                                      pop.test_weights)  # fmt: skip
-            finals.append(final)
-            successes.append(final == 1.0)
-            out[f"curve_c{s}_loss"] = curve
-        out["mode_c_success_rate"] = sum(successes) / len(successes) if successes else math.nan
-        out["mode_c_perfect"] = finals
+        dtype, device = pop.weights.dtype, pop.seqs.device
+        for kind in ("full", "factored"):
+            prefix = "mode_c" if kind == "full" else "mode_c_factored"
+            finals = []
+            for s in range(config.seeds_c):
+                model = DecisionListAttention(
+                    DecisionListAttentionConfig(
+                        L=config.L, parametrisation=kind, init="normal", init_std=config.init_std_c
+                    ),
+                    generator=make_generator(derive_seed(config.seed, prefix, s), "cpu"),
+                    dtype=dtype,
+                    device=device,
+                )
+                optim = torch.optim.Adam(model.parameters(), lr=config.lr_c)
+                stream = make_generator(derive_seed(config.seed, prefix + "_data", s), task.device)
+                losses, perfect = [], []
+                for step in range(config.steps_c + 1):
+                    if step % config.log_every == 0 or step == config.steps_c:
+                        with torch.no_grad():
+                            Z = model(pop.test_seqs)
+                        perfect.append(_weighted_perfect(Z, pop.test_labels, pop.test_weights))
+                    if step == config.steps_c:
+                        break
+                    seqs = task.sample(config.batch_c, stream)
+                    loss = model.loss(seqs, task.labels(seqs))
+                    optim.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optim.step()
+                    if step % config.log_every == 0:
+                        losses.append(float(loss.detach()))
+                finals.append(perfect[-1])
+                out[f"curve_{prefix}{s}_loss"] = losses
+                out[f"curve_{prefix}{s}_perfect"] = perfect
+            successes = [f == 1.0 for f in finals]
+            out[f"{prefix}_success_rate"] = (
+                sum(successes) / len(successes) if successes else math.nan
+            )
+            out[f"{prefix}_perfect"] = finals
         return out
 
     def check(self, config: DecisionListsExperimentConfig, metrics: dict) -> list[Claim]:

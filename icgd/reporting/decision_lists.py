@@ -24,10 +24,16 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
             ax_loss.plot(steps, m[f"curve_{tag}_loss"], label=label)
             ax_acc.plot(steps, m[f"curve_{tag}_perfect"], label=label)
     every = result.config.get("log_every", 1)
-    for key in sorted(k for k in m if k.startswith("curve_c") and k.endswith("_loss")):
-        values = m[key]
-        ax_loss.plot([every * i for i in range(len(values))], values, color="grey", lw=0.7)
-    ax_loss.plot([], [], color="grey", lw=0.7, label="(c) random init, Adam (batch loss)")
+    for prefix, color, label in (
+        ("curve_mode_c", "grey", "(c) random init, Adam"),
+        ("curve_mode_c_factored", "tan", "(c) factored W = W_Kᵀ W_Q"),
+    ):
+        for key in sorted(k for k in m if k.startswith(prefix) and k[len(prefix) :][:1].isdigit()):
+            values = m[key]
+            ax = ax_loss if key.endswith("_loss") else ax_acc
+            ax.plot([every * i for i in range(len(values))], values, color=color, lw=0.7)
+        for ax in (ax_loss, ax_acc):
+            ax.plot([], [], color=color, lw=0.7, label=label)
     ax_loss.set(xlabel="step", ylabel="loss", yscale="log", title="population loss")
     ax_acc.set(xlabel="step", ylabel="mass", ylim=(-0.02, 1.02), title="perfectly classified")
     ax_loss.legend(fontsize=7)

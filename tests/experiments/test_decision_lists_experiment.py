@@ -115,6 +115,8 @@ def test_tiny_run_writes_a_complete_folder_and_repeats_exactly(tmp_path):
     assert len(m["v_cos"]) == config.steps_v + 1
     assert 0 <= m["attention_on_determining"] <= 1
     assert m["mode_c_success_rate"] in (0.0, 1.0)
+    assert m["mode_c_factored_success_rate"] in (0.0, 1.0)
+    assert len(m["curve_mode_c0_perfect"]) == config.steps_c // config.log_every + 1
     assert len(result.claims) == 4
     figures = {p.name for p in draw_figures(run_dir)}
     assert {"training_curves.png", "alignment.png", "weights.png", "attention.png"} <= figures
