@@ -160,3 +160,11 @@ def test_default_run_passes_every_claim(tmp_path):
     run_dir = prepare_run_dir("decision-lists", config, tmp_path / "default")
     result = run_experiment("decision-lists", config, run_dir)
     assert result.status == "passed", [c for c in result.claims if not c.passed]
+
+
+def test_tiny_run_with_adam_on_fresh_samples(tmp_path):
+    _, _, result = run(tmp_path, ["optimizer=adam", "lr_adam=0.05", "batch_c=16"], name="adam")
+    m = result.metrics
+    assert math.isnan(m["time_to_perfect_a"])  # gradient-flow time is GD's only
+    assert len(m["curve_a_loss"]) == len(m["curve_a_perfect"]) and m["curve_a_loss"][0] > 0
+    assert 0 <= m["perfect_b"] <= 1
