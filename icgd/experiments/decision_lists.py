@@ -47,22 +47,28 @@ sampled sequence); δ and γ are then estimates with standard errors.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field, PositiveFloat, model_validator
 from torch import Tensor
 
-from icgd.analysis import top_hessian_eigenvalue
 from icgd.core.config import Config
 from icgd.core.registry import register
 from icgd.core.results import Claim, make_claim
 from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.base import ExperimentConfig, Outcome, RunContext
 from icgd.experiments.common import apply_preset
+from icgd.experiments.decision_list_fits import (
+    Population,
+    attention_on_determining,
+    cosine,
+    lambda_max,
+    run_adam,
+    run_gd,
+    weighted_perfect,
+)
 from icgd.models import DecisionListAttention, DecisionListAttentionConfig
-from icgd.models.decision_list_attention import sequence_loss
 from icgd.tasks import DecisionLists, DecisionListsConfig
 from icgd.theory import decision_list_masses, mode_a_constants, mode_b_conditions
 
@@ -140,153 +146,6 @@ class DecisionListsExperimentConfig(ExperimentConfig):
         )
 
 
-# ------------------------------------------------------------------------------- GD machinery
-
-
-class Population:
-    """The sequences the loss is taken over, with their weights, labels and the sequences that
-    accuracy is measured on (the same ones when exact)."""
-
-    def __init__(self, config: DecisionListsExperimentConfig, task: DecisionLists) -> None:
-        device = task.device
-        if config.preset == "exact":
-            self.seqs, self.weights = task.enumerate()
-            self.test_seqs, self.test_weights = self.seqs, self.weights
-        else:
-            draw = lambda stream: task.sample(  # noqa: E731
-                config.population, make_generator(derive_seed(config.seed, stream), device)
-            )
-            self.seqs, self.test_seqs = draw("population"), draw("heldout")
-            uniform = torch.full((config.population,), 1.0 / config.population, dtype=torch.float64)
-            self.weights, self.test_weights = uniform.to(device), uniform.to(device)
-        self.labels = task.labels(self.seqs)
-        self.test_labels = task.labels(self.test_seqs)
-
-
-def _weighted_perfect(Z: Tensor, labels: Tensor, weights: Tensor) -> float:
-    """Probability mass of the sequences whose every position's argmax is its label; Z (N, L, n)
-    logits, labels (N, n), weights (N,)."""
-    perfect = (Z.argmax(1) == labels).all(1)  # (N,)
-    return float((perfect.to(weights.dtype) * weights).sum())
-
-
-def _perfect_fraction(model, params: dict, seqs: Tensor, labels: Tensor, weights: Tensor) -> float:
-    """`_weighted_perfect` of the model with `params` on `seqs`."""
-    with torch.no_grad():
-        Z = torch.func.functional_call(model, params, (seqs,), strict=False)
-        return _weighted_perfect(Z, labels, weights)
-
-
-def _lambda_max(model, params: dict, pop: Population, iters: int, seed: int, tag: str) -> float:
-    fn = model.loss_fn(pop.seqs, pop.labels, pop.weights)
-    gen = make_generator(derive_seed(seed, "power", tag), "cpu")
-    return top_hessian_eigenvalue(fn, params, iters=iters, generator=gen, which="largest").value
-
-
-def run_gd(
-    model: DecisionListAttention,
-    params: dict[str, Tensor],
-    pop: Population,
-    eta: float,
-    steps: int,
-    log_every: int,
-    track: Callable[[dict[str, Tensor]], float] | None = None,
-) -> dict[str, Any]:
-    """Full-batch GD `θ ← θ − η ∇ loss(θ)` on the parameters of `params` (the others fixed).
-
-    Returns the final params, the curve (step, loss, perfect fraction, and `track(params)` if
-    given) every `log_every` steps, and `first_perfect`: the first step at which every test
-    sequence is classified perfectly (None if never within `steps`). When the test sequences are
-    the population (exact preset) the check reuses the step's own logits.
-    """
-
-    def objective(p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        Z = torch.func.functional_call(model, p, (pop.seqs,), strict=False)  # (N, L, n)
-        return sequence_loss(Z, pop.labels, pop.weights), Z.detach()
-
-    grad_and_loss = torch.func.grad_and_value(objective, has_aux=True)
-    same = pop.test_seqs is pop.seqs
-    curve: dict[str, list] = {"step": [], "loss": [], "perfect": [], "track": []}
-    first_perfect = None
-    for step in range(steps + 1):
-        grads, (loss, Z) = grad_and_loss(params)
-        if same:
-            perfect = _weighted_perfect(Z, pop.labels, pop.weights)
-        else:
-            perfect = _perfect_fraction(model, params, pop.test_seqs, pop.test_labels,
-                                        pop.test_weights)  # fmt: skip
-        if first_perfect is None and perfect == 1.0:
-            first_perfect = step
-        loss = float(loss.detach())
-        if step % log_every == 0 or step == steps or not math.isfinite(loss):
-            curve["step"].append(step)
-            curve["loss"].append(loss)
-            curve["perfect"].append(perfect)
-            if track is not None:
-                curve["track"].append(track(params))
-        if step == steps or not math.isfinite(loss):
-            break
-        params = {k: (v - eta * grads[k]).detach() for k, v in params.items()}
-    return {"params": params, "curve": curve, "first_perfect": first_perfect}
-
-
-def run_adam(
-    model: DecisionListAttention,
-    params: dict[str, Tensor],
-    task: DecisionLists,
-    pop: Population,
-    lr: float,
-    steps: int,
-    batch: int,
-    log_every: int,
-    generator: torch.Generator,
-) -> dict[str, Any]:
-    """Adam on the parameters of `params` (the others fixed), a fresh batch of `batch` sequences
-    per step from `generator`; the same return value as `run_gd` (the logged loss is the batch
-    loss; `perfect` and `first_perfect` are measured on the test sequences at every step)."""
-    params = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
-    optim = torch.optim.Adam(params.values(), lr=lr)
-    curve: dict[str, list] = {"step": [], "loss": [], "perfect": [], "track": []}
-    first_perfect = None
-    for step in range(steps + 1):
-        detached = {k: v.detach() for k, v in params.items()}
-        perfect = _perfect_fraction(model, detached, pop.test_seqs, pop.test_labels,
-                                    pop.test_weights)  # fmt: skip
-        if first_perfect is None and perfect == 1.0:
-            first_perfect = step
-        seqs = task.sample(batch, generator)
-        Z = torch.func.functional_call(model, params, (seqs,), strict=False)
-        loss = sequence_loss(Z, task.labels(seqs))
-        value = float(loss.detach())
-        if step % log_every == 0 or step == steps or not math.isfinite(value):
-            curve["step"].append(step)
-            curve["loss"].append(value)
-            curve["perfect"].append(perfect)
-        if step == steps or not math.isfinite(value):
-            break
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-    final = {k: v.detach() for k, v in params.items()}
-    return {"params": final, "curve": curve, "first_perfect": first_perfect}
-
-
-def attention_on_determining(model, params, task: DecisionLists, pop: Population) -> float:
-    """Mean over positions j (weighted over sequences) of `Σ_i A_ij 1{s_i is j's label-determining
-    token}`: the attention mass each query puts on its label-determining token."""
-    with torch.no_grad():
-        seqs = pop.test_seqs
-        S = params["W"][seqs[:, :, None], seqs[:, None, :]]  # (N, n, n): W[s_i, s_j]
-        A = torch.softmax(S, dim=1)  # the model's attention: column j a distribution over keys i
-        mask = task.determining_mask(pop.test_seqs)  # (N, n, n): [b, j, i]
-        mass = (A.transpose(1, 2) * mask).sum(-1).mean(-1)  # (N,): mean over queries j
-        return float((mass * pop.test_weights).sum())
-
-
-def cosine(U: Tensor, V: Tensor) -> float:
-    return float((U * V).sum() / (U.norm() * V.norm()))
-
-
 # --------------------------------------------------------------------------------- experiment
 
 
@@ -298,7 +157,7 @@ class DecisionListsExperiment:
     def run(self, config: DecisionListsExperimentConfig, ctx: RunContext) -> Outcome:
         device, dtype, seed = torch.device(config.device), config.torch_dtype, config.seed
         task = DecisionLists(config.task_config(), device=device, dtype=dtype)
-        pop = Population(config, task)
+        pop = Population(task, None if config.preset == "exact" else config.population, config.seed)
         P = task.P.to(dtype)
 
         masses = decision_list_masses(
@@ -325,10 +184,10 @@ class DecisionListsExperiment:
 
         # --- mode (a): W only, V = cP fixed ------------------------------------------------
         model.set_weights(V=c * P)
-        lam_a = _lambda_max(model, {"W": zero}, pop, config.hessian_iters, seed, "a")
+        lam_a = lambda_max(model, {"W": zero}, pop, config.hessian_iters, seed, "a")
         eta_a = config.eta_factor / lam_a
         a = self._train(config, model, {"W": zero}, task, pop, eta_a, config.steps_a, "a")
-        lam_a_end = _lambda_max(model, a["params"], pop, config.hessian_iters, seed, "a_end")
+        lam_a_end = lambda_max(model, a["params"], pop, config.hessian_iters, seed, "a_end")
         metrics |= self._mode_metrics("a", a, eta_a, lam_a, lam_a_end)
         gd = config.optimizer == "gd"  # gradient-flow time η·steps is GD's only
         metrics["time_to_perfect_a"] = (
@@ -345,10 +204,10 @@ class DecisionListsExperiment:
         E = torch.randn(config.L, config.L, generator=gen, dtype=torch.float64).to(device, dtype)
         E = E * (config.eps * c * P.norm() / E.norm())
         start_b = {"W": zero, "V": c * P + E}
-        lam_b = _lambda_max(model, start_b, pop, config.hessian_iters, seed, "b")
+        lam_b = lambda_max(model, start_b, pop, config.hessian_iters, seed, "b")
         eta_b = config.eta_factor / lam_b
         b = self._train(config, model, start_b, task, pop, eta_b, config.steps_b, "b")
-        lam_b_end = _lambda_max(model, b["params"], pop, config.hessian_iters, seed, "b_end")
+        lam_b_end = lambda_max(model, b["params"], pop, config.hessian_iters, seed, "b_end")
         metrics |= self._mode_metrics("b", b, eta_b, lam_b, lam_b_end)
         metrics["window_b"] = math.ceil(theory["time_bound"] / eta_b)
         conditions = mode_b_conditions(eta_b, lam_b, config.eps, c, theory["c_required"])
@@ -361,7 +220,7 @@ class DecisionListsExperiment:
         V0 = config.v_init_std * torch.randn(config.L, config.L, generator=gen, dtype=torch.float64)
         model.set_weights(W=zero)
         V0 = V0.to(device, dtype)
-        lam_v = _lambda_max(model, {"V": V0}, pop, config.hessian_iters, seed, "v")
+        lam_v = lambda_max(model, {"V": V0}, pop, config.hessian_iters, seed, "v")
         v = run_gd(
             model, {"V": V0}, pop, config.eta_factor / lam_v, config.steps_v, 1,
             track=lambda p: cosine(p["V"], P),
@@ -449,7 +308,7 @@ class DecisionListsExperiment:
                     if step % config.log_every == 0 or step == config.steps_c:
                         with torch.no_grad():
                             Z = model(pop.test_seqs)
-                        perfect.append(_weighted_perfect(Z, pop.test_labels, pop.test_weights))
+                        perfect.append(weighted_perfect(Z, pop.test_labels, pop.test_weights))
                     if step == config.steps_c:
                         break
                     seqs = task.sample(config.batch_c, stream)

@@ -11,11 +11,10 @@ import torch
 
 from icgd.core.results import read_result
 from icgd.experiments import load_all
+from icgd.experiments.decision_list_fits import Population, run_gd
 from icgd.experiments.decision_lists import (
     DecisionListsExperiment,
     DecisionListsExperimentConfig,
-    Population,
-    run_gd,
 )
 from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
 from icgd.models import DecisionListAttention, DecisionListAttentionConfig
@@ -79,7 +78,7 @@ def test_gd_on_w_only_learns_a_tiny_exact_population():
     recorded loss decreases."""
     config = DecisionListsExperimentConfig(L=4, n=3, M=2)
     task = DecisionLists(config.task_config(), dtype=torch.float64)
-    pop = Population(config, task)
+    pop = Population(task)
     assert pop.weights.sum().item() == pytest.approx(1.0)
     model = DecisionListAttention(DecisionListAttentionConfig(L=4), dtype=torch.float64)
     model.requires_grad_(False).set_weights(V=20.0 * task.P)

@@ -1,0 +1,168 @@
+"""Full-batch GD and Adam on a decision-list population, and what is read from the result.
+
+Used by `icgd.experiments.decision_lists` (module docstring there: the model, the loss, the
+modes). The parameters trained are passed as a dict and evaluated with `torch.func` on a model
+whose own weights stay fixed (V = cP in mode (a)), so one model object serves every mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from icgd.analysis import top_hessian_eigenvalue
+from icgd.core.rng import derive_seed, make_generator
+from icgd.models import DecisionListAttention
+from icgd.models.decision_list_attention import sequence_loss
+from icgd.tasks import DecisionLists
+
+
+class Population:
+    """The sequences the loss is taken over, with their weights and labels, and the sequences
+    accuracy is measured on: every sequence with its probability (`size=None`: exact, the test
+    sequences are the same ones), or a fixed iid sample of `size` with weights 1/size and a second
+    sample of the same size to test on (streams "population" and "heldout" of `seed`)."""
+
+    def __init__(self, task: DecisionLists, size: int | None = None, seed: int = 0) -> None:
+        device = task.device
+        if size is None:
+            self.seqs, self.weights = task.enumerate()
+            self.test_seqs, self.test_weights = self.seqs, self.weights
+        else:
+
+            def draw(stream: str) -> Tensor:
+                return task.sample(size, make_generator(derive_seed(seed, stream), device))
+
+            self.seqs, self.test_seqs = draw("population"), draw("heldout")
+            uniform = torch.full((size,), 1.0 / size, dtype=torch.float64, device=device)
+            self.weights, self.test_weights = uniform, uniform
+        self.labels = task.labels(self.seqs)
+        self.test_labels = task.labels(self.test_seqs)
+
+
+def weighted_perfect(Z: Tensor, labels: Tensor, weights: Tensor) -> float:
+    """Probability mass of the sequences whose every position's argmax is its label; Z (N, L, n)
+    logits, labels (N, n), weights (N,)."""
+    perfect = (Z.argmax(1) == labels).all(1)  # (N,)
+    return float((perfect.to(weights.dtype) * weights).sum())
+
+
+def perfect_fraction(model, params: dict, seqs: Tensor, labels: Tensor, weights: Tensor) -> float:
+    """`weighted_perfect` of the model with `params` on `seqs`."""
+    with torch.no_grad():
+        Z = torch.func.functional_call(model, params, (seqs,), strict=False)
+        return weighted_perfect(Z, labels, weights)
+
+
+def lambda_max(model, params: dict, pop: Population, iters: int, seed: int, tag: str) -> float:
+    fn = model.loss_fn(pop.seqs, pop.labels, pop.weights)
+    gen = make_generator(derive_seed(seed, "power", tag), "cpu")
+    return top_hessian_eigenvalue(fn, params, iters=iters, generator=gen, which="largest").value
+
+
+def run_gd(
+    model: DecisionListAttention,
+    params: dict[str, Tensor],
+    pop: Population,
+    eta: float,
+    steps: int,
+    log_every: int,
+    track: Callable[[dict[str, Tensor]], float] | None = None,
+) -> dict[str, Any]:
+    """Full-batch GD `θ ← θ − η ∇ loss(θ)` on the parameters of `params` (the others fixed).
+
+    Returns the final params, the curve (step, loss, perfect fraction, and `track(params)` if
+    given) every `log_every` steps, and `first_perfect`: the first step at which every test
+    sequence is classified perfectly (None if never within `steps`). When the test sequences are
+    the population (exact preset) the check reuses the step's own logits.
+    """
+
+    def objective(p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        Z = torch.func.functional_call(model, p, (pop.seqs,), strict=False)  # (N, L, n)
+        return sequence_loss(Z, pop.labels, pop.weights), Z.detach()
+
+    grad_and_loss = torch.func.grad_and_value(objective, has_aux=True)
+    same = pop.test_seqs is pop.seqs
+    curve: dict[str, list] = {"step": [], "loss": [], "perfect": [], "track": []}
+    first_perfect = None
+    for step in range(steps + 1):
+        grads, (loss, Z) = grad_and_loss(params)
+        if same:
+            perfect = weighted_perfect(Z, pop.labels, pop.weights)
+        else:
+            perfect = perfect_fraction(model, params, pop.test_seqs, pop.test_labels,
+                                        pop.test_weights)  # fmt: skip
+        if first_perfect is None and perfect == 1.0:
+            first_perfect = step
+        loss = float(loss.detach())
+        if step % log_every == 0 or step == steps or not math.isfinite(loss):
+            curve["step"].append(step)
+            curve["loss"].append(loss)
+            curve["perfect"].append(perfect)
+            if track is not None:
+                curve["track"].append(track(params))
+        if step == steps or not math.isfinite(loss):
+            break
+        params = {k: (v - eta * grads[k]).detach() for k, v in params.items()}
+    return {"params": params, "curve": curve, "first_perfect": first_perfect}
+
+
+def run_adam(
+    model: DecisionListAttention,
+    params: dict[str, Tensor],
+    task: DecisionLists,
+    pop: Population,
+    lr: float,
+    steps: int,
+    batch: int,
+    log_every: int,
+    generator: torch.Generator,
+) -> dict[str, Any]:
+    """Adam on the parameters of `params` (the others fixed), a fresh batch of `batch` sequences
+    per step from `generator`; the same return value as `run_gd` (the logged loss is the batch
+    loss; `perfect` and `first_perfect` are measured on the test sequences at every step)."""
+    params = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+    optim = torch.optim.Adam(params.values(), lr=lr)
+    curve: dict[str, list] = {"step": [], "loss": [], "perfect": [], "track": []}
+    first_perfect = None
+    for step in range(steps + 1):
+        detached = {k: v.detach() for k, v in params.items()}
+        perfect = perfect_fraction(model, detached, pop.test_seqs, pop.test_labels,
+                                    pop.test_weights)  # fmt: skip
+        if first_perfect is None and perfect == 1.0:
+            first_perfect = step
+        seqs = task.sample(batch, generator)
+        Z = torch.func.functional_call(model, params, (seqs,), strict=False)
+        loss = sequence_loss(Z, task.labels(seqs))
+        value = float(loss.detach())
+        if step % log_every == 0 or step == steps or not math.isfinite(value):
+            curve["step"].append(step)
+            curve["loss"].append(value)
+            curve["perfect"].append(perfect)
+        if step == steps or not math.isfinite(value):
+            break
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+    final = {k: v.detach() for k, v in params.items()}
+    return {"params": final, "curve": curve, "first_perfect": first_perfect}
+
+
+def attention_on_determining(model, params, task: DecisionLists, pop: Population) -> float:
+    """Mean over positions j (weighted over sequences) of `Σ_i A_ij 1{s_i is j's label-determining
+    token}`: the attention mass each query puts on its label-determining token."""
+    with torch.no_grad():
+        seqs = pop.test_seqs
+        S = params["W"][seqs[:, :, None], seqs[:, None, :]]  # (N, n, n): W[s_i, s_j]
+        A = torch.softmax(S, dim=1)  # the model's attention: column j a distribution over keys i
+        mask = task.determining_mask(pop.test_seqs)  # (N, n, n): [b, j, i]
+        mass = (A.transpose(1, 2) * mask).sum(-1).mean(-1)  # (N,): mean over queries j
+        return float((mass * pop.test_weights).sum())
+
+
+def cosine(U: Tensor, V: Tensor) -> float:
+    return float((U * V).sum() / (U.norm() * V.norm()))
