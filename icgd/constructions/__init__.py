@@ -3,6 +3,13 @@
 Imports only `icgd.core` and `icgd.models`.
 """
 
+from icgd.constructions.ot_dual_ascent import (
+    barycentric_map,
+    dual_ascent_layer_weights,
+    ot_prompt,
+    plan_argmax,
+    transformer_from_dual_ascent,
+)
 from icgd.constructions.preconditioned_gd import lsa_from_preconditioned_gd
 from icgd.constructions.von_oswald import (
     lsa_from_gd_plus_plus,
@@ -11,8 +18,13 @@ from icgd.constructions.von_oswald import (
 )
 
 __all__ = [
+    "barycentric_map",
+    "dual_ascent_layer_weights",
     "lsa_from_gd_plus_plus",
     "lsa_from_gd_plus_plus_steps",
     "lsa_from_gd_step",
     "lsa_from_preconditioned_gd",
+    "ot_prompt",
+    "plan_argmax",
+    "transformer_from_dual_ascent",
 ]

@@ -13,6 +13,7 @@ from icgd.models.gpt import GPT, GPT_SIZES, Block, GPTConfig
 from icgd.models.hooks import HookPoints, caching_hook, names_filter_to_predicate
 from icgd.models.looped import LoopedConfig, LoopedTransformer
 from icgd.models.lsa import LinearSelfAttention, LSAConfig, hook_names
+from icgd.models.ot_attention import OTAttention, OTAttentionConfig, OTLayout
 from icgd.models.registry import CAUSAL_KINDS, MODEL_KINDS, ModelSpec, build_model
 from icgd.models.softmax_attention import (
     SoftmaxAttention,
@@ -35,6 +36,9 @@ __all__ = [
     "LoopedTransformer",
     "MODEL_KINDS",
     "ModelSpec",
+    "OTAttention",
+    "OTAttentionConfig",
+    "OTLayout",
     "SoftmaxAttention",
     "SoftmaxAttentionConfig",
     "StackedSoftmaxAttention",

@@ -25,6 +25,14 @@ from icgd.tasks.linear_regression import (
     ahn_spectrum,
     haar_orthogonal,
 )
+from icgd.tasks.point_clouds import (
+    PointClouds,
+    PointCloudsConfig,
+    sorted_targets,
+    sorting_grid,
+    sorting_problem,
+    sorting_ranks,
+)
 
 __all__ = [
     "AHN_EIGENVALUES",
@@ -38,6 +46,8 @@ __all__ = [
     "LinearRegression",
     "LinearRegressionBatch",
     "LinearRegressionConfig",
+    "PointClouds",
+    "PointCloudsConfig",
     "ScheduleConfig",
     "ShiftConfig",
     "ahn_spectrum",
@@ -46,4 +56,8 @@ __all__ = [
     "one_hot",
     "orthogonal_queries",
     "skewed_spectrum",
+    "sorted_targets",
+    "sorting_grid",
+    "sorting_problem",
+    "sorting_ranks",
 ]
