@@ -1,5 +1,13 @@
 """Reference algorithms as plain batched functions (no Python loop over prompts or points)."""
 
+from icgd.algorithms.entropic_ot import (
+    OTResult,
+    semi_dual,
+    semi_dual_ascent,
+    semi_dual_gradient,
+    sinkhorn_log,
+    squared_distances,
+)
 from icgd.algorithms.gd import (
     GDResult,
     best_step_size,
@@ -29,6 +37,7 @@ from icgd.algorithms.trees import prefix_boosting, prefix_decision_tree
 __all__ = [
     "GDResult",
     "LassoResult",
+    "OTResult",
     "ReLUNetFit",
     "bayes_posterior_mean",
     "best_step_size",
@@ -55,4 +64,9 @@ __all__ = [
     "prefix_relu_net",
     "prefix_ridge",
     "ridge",
+    "semi_dual",
+    "semi_dual_ascent",
+    "semi_dual_gradient",
+    "sinkhorn_log",
+    "squared_distances",
 ]

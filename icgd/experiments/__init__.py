@@ -14,6 +14,7 @@ MODULES = (
     "icgd.experiments.looped_gd",
     "icgd.experiments.looped_transformer",
     "icgd.experiments.one_step_gd",
+    "icgd.experiments.optimal_transport",
     "icgd.experiments.softmax_heads",
     "icgd.experiments.stacked_gd",
     "icgd.experiments.which_algorithm",
