@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_prefix_baselines.py
 	$(BIN)/python benchmarks/bench_lasso.py
 	$(BIN)/python benchmarks/bench_softmax_models.py
+	$(BIN)/python benchmarks/bench_sinkhorn.py
 	$(BIN)/python benchmarks/bench_vs_reference.py  # skipped without `pip install transformers`
 
 lint: $(STAMP)
