@@ -126,11 +126,6 @@ def test_bad_config_is_one_line_exit_2(assert_bad_config, override, field):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured: at ε = 0.1 the plan error falls to 0.013–0.018 of its depth-1 value in 200 "
-    "layers (the sink step moves g by < κε per layer), above the claimed 0.01 (issue 7)",
-)
 def test_default_run_passes_every_claim(tmp_path):
     config = resolve_config("optimal-transport", overrides=[])
     run_dir = prepare_run_dir("optimal-transport", config, tmp_path / "default")
