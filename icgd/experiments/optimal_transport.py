@@ -34,8 +34,10 @@ Measured, default settings, seed 0 (one core, the other busy): 62 s, every claim
 max |Δg| = 5.6e-14; plan error at depth 64 / depth 1: 3e-5 … 8e-7 at ε = 0.1 (log-rate −0.14 …
 −0.21 per layer) and ≈ 6e-12 at ε = 0.5 (the float64 floor); Sinkhorn converged everywhere.
 Sorting floors (grid units, depth 1000), ε = 0.01 / 0.003: n = 8: 0.22 / 0.09; 32: 0.61 / 0.42;
-128: 1.70 / 1.06; 512: 4.33 / 2.41 — one grid unit is reached at n ≤ 32 (depths 1–32), not at
-n ≥ 128 within 1000 layers (the sink step moves g by less than κε per layer).
+128: 1.70 / 1.06; 512: 4.33 / 2.41. The curves are flat from depth ≈ 256 on, so these are the
+ε floors, not the depth budget: they shrink like ≈ √ε (×1.6–1.8 for ε ÷ 3.3) and grow like
+≈ n^0.7 in grid units, so one grid unit is reached at n ≤ 32 (depths 1–32) and not at n ≥ 128
+for these ε.
 """
 
 from __future__ import annotations
