@@ -41,7 +41,13 @@ step 519 (window 7487); cos(V, P) 0.16 → 0.59 in 200 steps; attention mass 0.6
 label-determining token; mode (c) 5 of 5 seeds perfect.
 `sampled`: L = 32, n = 8, M = 4, a fixed sample of `population` sequences stands for the
 population and accuracy is measured on a second sample of the same size (so "perfect" means every
-sampled sequence); δ and γ are then estimates with standard errors.
+sampled sequence); δ and γ are then estimates with standard errors. Measured (seed 0, 2000 GD
+steps per mode as in the default, 42 min on one contended core): δ = 0.029 ± 0.001,
+γ = 0.0040 ± 0.0002, c = 3785, bound 1158; mode (a) (η = 1/λ_max = 0.0011) reaches gradient-flow
+time 2.2 of the bound's 1158 and classifies 93% of the held-out sequences perfectly; mode (b)
+98.5% (its window is 62,345 steps); cos(V, P) rises 0.02 → 0.66; attention mass on the
+label-determining token 0.34; mode (c) 0 of 5. So claims 1, 2 and 4 fail within this budget: the
+preset needs `steps_a`, `steps_b` of the order of the windows (≈ 10⁶ and 6·10⁴ steps), a GPU job.
 """
 
 from __future__ import annotations
