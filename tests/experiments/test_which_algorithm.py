@@ -14,7 +14,8 @@ from icgd.core.results import read_result
 from icgd.experiments import load_all
 from icgd.experiments.prefixes import line_search_gd, prefix_prompts, summed_gd
 from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
-from icgd.experiments.which_algorithm import PRESETS, WhichAlgorithm, WhichAlgorithmConfig
+from icgd.experiments.which_algorithm import WhichAlgorithm
+from icgd.experiments.which_algorithm_config import PRESETS, WhichAlgorithmConfig
 from icgd.models import LinearSelfAttention, LSAConfig
 from icgd.reporting.figures import draw_figures
 

@@ -16,7 +16,7 @@ from icgd.experiments import load_all
 from icgd.experiments.common import regression_task_config
 from icgd.experiments.prefixes import CausalPrefixes, causal_predict, prefix_protocol
 from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
-from icgd.experiments.which_algorithm import DEFAULT_TRAIN, FAMILY_TRAIN
+from icgd.experiments.which_algorithm_config import DEFAULT_TRAIN, FAMILY_TRAIN
 from icgd.models import ModelSpec, build_model
 from icgd.reporting.figures import draw_figures
 from icgd.tasks import LinearRegression
