@@ -76,9 +76,10 @@ def run_gd(
     """Full-batch GD `θ ← θ − η ∇ loss(θ)` on the parameters of `params` (the others fixed).
 
     Returns the final params, the curve (step, loss, perfect fraction, and `track(params)` if
-    given) every `log_every` steps, and `first_perfect`: the first step at which every test
-    sequence is classified perfectly (None if never within `steps`). When the test sequences are
-    the population (exact preset) the check reuses the step's own logits.
+    given) every `log_every` steps, `first_perfect`: the first step at which every sequence of
+    the population (the sequences the loss is taken over) is classified perfectly (None if never
+    within `steps`), and `perfect_heldout`: the final params' perfect mass on the test sequences.
+    The per-step check reuses the step's own logits.
     """
 
     def objective(p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -86,16 +87,11 @@ def run_gd(
         return sequence_loss(Z, pop.labels, pop.weights), Z.detach()
 
     grad_and_loss = torch.func.grad_and_value(objective, has_aux=True)
-    same = pop.test_seqs is pop.seqs
     curve: dict[str, list] = {"step": [], "loss": [], "perfect": [], "track": []}
     first_perfect = None
     for step in range(steps + 1):
         grads, (loss, Z) = grad_and_loss(params)
-        if same:
-            perfect = weighted_perfect(Z, pop.labels, pop.weights)
-        else:
-            perfect = perfect_fraction(model, params, pop.test_seqs, pop.test_labels,
-                                        pop.test_weights)  # fmt: skip
+        perfect = weighted_perfect(Z, pop.labels, pop.weights)
         if first_perfect is None and perfect == 1.0:
             first_perfect = step
         loss = float(loss.detach())
@@ -108,7 +104,17 @@ def run_gd(
         if step == steps or not math.isfinite(loss):
             break
         params = {k: (v - eta * grads[k]).detach() for k, v in params.items()}
-    return {"params": params, "curve": curve, "first_perfect": first_perfect}
+    return {
+        "params": params,
+        "curve": curve,
+        "first_perfect": first_perfect,
+        "perfect_heldout": heldout_perfect(model, params, pop),
+    }
+
+
+def heldout_perfect(model, params: dict[str, Tensor], pop: Population) -> float:
+    """Perfect mass on the test sequences (the population itself when exact)."""
+    return perfect_fraction(model, params, pop.test_seqs, pop.test_labels, pop.test_weights)
 
 
 def run_adam(
@@ -124,15 +130,14 @@ def run_adam(
 ) -> dict[str, Any]:
     """Adam on the parameters of `params` (the others fixed), a fresh batch of `batch` sequences
     per step from `generator`; the same return value as `run_gd` (the logged loss is the batch
-    loss; `perfect` and `first_perfect` are measured on the test sequences at every step)."""
+    loss; `perfect` and `first_perfect` are measured on the population at every step)."""
     params = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
     optim = torch.optim.Adam(params.values(), lr=lr)
     curve: dict[str, list] = {"step": [], "loss": [], "perfect": [], "track": []}
     first_perfect = None
     for step in range(steps + 1):
         detached = {k: v.detach() for k, v in params.items()}
-        perfect = perfect_fraction(model, detached, pop.test_seqs, pop.test_labels,
-                                    pop.test_weights)  # fmt: skip
+        perfect = perfect_fraction(model, detached, pop.seqs, pop.labels, pop.weights)
         if first_perfect is None and perfect == 1.0:
             first_perfect = step
         seqs = task.sample(batch, generator)
@@ -149,7 +154,12 @@ def run_adam(
         loss.backward()
         optim.step()
     final = {k: v.detach() for k, v in params.items()}
-    return {"params": final, "curve": curve, "first_perfect": first_perfect}
+    return {
+        "params": final,
+        "curve": curve,
+        "first_perfect": first_perfect,
+        "perfect_heldout": heldout_perfect(model, final, pop),
+    }
 
 
 def attention_on_determining(model, params, task: DecisionLists, pop: Population) -> float:

@@ -110,6 +110,7 @@ def test_tiny_run_writes_a_complete_folder_and_repeats_exactly(tmp_path):
     for key in ("delta", "gamma", "c_required", "time_bound", "eta_a", "eta_b", "lambda_max_a"):
         assert math.isfinite(m[key]) and m[key] > 0, key
     assert m["c"] == m["c_required"]  # c defaults to the theory's
+    assert m["perfect_heldout_a"] == m["perfect_a"]  # exact: the test sequences are the population
     assert len(m["curve_a_step"]) == len(m["curve_a_loss"]) == len(m["curve_a_perfect"])
     assert len(m["v_cos"]) == config.steps_v + 1
     assert 0 <= m["attention_on_determining"] <= 1
@@ -130,6 +131,9 @@ def test_tiny_sampled_run_has_standard_errors(tmp_path):
     m = result.metrics
     assert m["n_sequences"] == 300
     assert m["delta_se"] > 0 and m["gamma_se"] > 0
+    # claims read the fixed sample; the held-out sample's perfect mass is reported beside it
+    for tag in ("a", "b"):
+        assert 0 <= m[f"perfect_heldout_{tag}"] <= 1 and 0 <= m[f"perfect_{tag}"] <= 1
 
 
 @pytest.mark.parametrize(
