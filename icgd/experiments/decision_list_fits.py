@@ -46,8 +46,11 @@ class Population:
 
 def weighted_perfect(Z: Tensor, labels: Tensor, weights: Tensor) -> float:
     """Probability mass of the sequences whose every position's argmax is its label; Z (N, L, n)
-    logits, labels (N, n), weights (N,)."""
+    logits, labels (N, n), weights (N,). Exactly 1.0 when every sequence of positive weight is
+    perfect (a sum of N weights 1/N need not round to 1: 5000 × (1/5000) = 1 + 2e-16)."""
     perfect = (Z.argmax(1) == labels).all(1)  # (N,)
+    if bool(perfect[weights > 0].all()):
+        return 1.0
     return float((perfect.to(weights.dtype) * weights).sum())
 
 

@@ -171,3 +171,16 @@ def test_tiny_run_with_adam_on_fresh_samples(tmp_path):
     assert math.isnan(m["time_to_perfect_a"])  # gradient-flow time is GD's only
     assert len(m["curve_a_loss"]) == len(m["curve_a_perfect"]) and m["curve_a_loss"][0] > 0
     assert 0 <= m["perfect_b"] <= 1
+
+
+def test_weighted_perfect_is_exactly_one_when_every_sequence_is_perfect():
+    from icgd.experiments.decision_list_fits import weighted_perfect
+
+    labels = torch.zeros(5000, 2, dtype=torch.int64)
+    Z = torch.zeros(5000, 3, 2)
+    Z[:, 0] = 1.0  # every position predicts class 0, its label
+    weights = torch.full((5000,), 1 / 5000, dtype=torch.float64)
+    assert weights.sum().item() != 1.0  # the rounding this guards against
+    assert weighted_perfect(Z, labels, weights) == 1.0
+    Z[7, 1, 0] = 5.0  # one sequence wrong
+    assert weighted_perfect(Z, labels, weights) == pytest.approx(1 - 1 / 5000)
