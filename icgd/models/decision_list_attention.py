@@ -38,8 +38,7 @@ key, column j = query); `hook_attention` (B, n, n) the attention A (each column 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import torch
@@ -48,12 +47,9 @@ from torch import Tensor, nn
 
 from icgd.core.config import Config
 from icgd.models.hooks import (
-    HookFn,
+    HookedMixin,
     HookPoints,
-    NameMatcher,
     NamesFilter,
-    caching_hook,
-    names_filter_to_predicate,
 )
 
 DecisionListParametrisation = Literal["full", "factored"]
@@ -119,7 +115,7 @@ def sequence_loss(logits: Tensor, labels: Tensor, weights: Tensor | None = None)
     return (weights.to(per_sequence.dtype) * per_sequence).sum()
 
 
-class DecisionListAttention(nn.Module):
+class DecisionListAttention(HookedMixin, nn.Module):
     """`f_{W,V}(X) = σ(V X σ(Xᵀ W X))` on token sequences; see the module docstring."""
 
     def __init__(
@@ -287,24 +283,12 @@ class DecisionListAttention(nn.Module):
         """The hook names a forward pass fires, in order."""
         return list(DECISION_LIST_HOOK_NAMES)
 
-    @contextmanager
-    def hooks(
-        self, fwd_hooks: Sequence[tuple[NameMatcher, HookFn]]
-    ) -> Iterator[DecisionListAttention]:
-        """Attach `[(name or predicate, fn(tensor, name) -> tensor | None)]` inside a `with` block;
-        always removed on exit."""
-        with self.hook_points.attach(fwd_hooks):
-            yield self
-
     def run_with_cache(
         self, seqs: Tensor, names_filter: NamesFilter = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """`(logits, cache)`: cache maps hook name → detached activation, for names passing the
         filter (None: all; a name; a list of names; a predicate)."""
-        cache: dict[str, Tensor] = {}
-        with self.hooks([(names_filter_to_predicate(names_filter), caching_hook(cache))]):
-            out = self.forward(seqs)
-        return out, cache
+        return self._run_cached(names_filter, seqs)
 
     def extra_repr(self) -> str:
         c = self.config

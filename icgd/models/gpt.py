@@ -37,8 +37,7 @@ Hook points: `hook_resid.{l}` (B, 2k, n_embd), l = 0..n_layer: the residual stre
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -48,12 +47,9 @@ from torch import Tensor, nn
 
 from icgd.core.config import Config
 from icgd.models.hooks import (
-    HookFn,
+    HookedMixin,
     HookPoints,
-    NameMatcher,
     NamesFilter,
-    caching_hook,
-    names_filter_to_predicate,
 )
 
 GPTSize = Literal["tiny", "small", "standard"]
@@ -270,7 +266,7 @@ def resid_hook_names(n_layer: int) -> list[str]:
     return [f"hook_resid.{layer}" for layer in range(n_layer + 1)]
 
 
-class GPT(nn.Module):
+class GPT(HookedMixin, nn.Module):
     """Garg et al.'s causal transformer on continuous tokens; see the module docstring.
 
     `forward(X (B, k, d_in), y (B, k)) -> (B, k)`: prediction i made at token x_i.
@@ -306,21 +302,11 @@ class GPT(nn.Module):
     def hook_names(self) -> list[str]:
         return resid_hook_names(self.config.n_layer)
 
-    @contextmanager
-    def hooks(self, fwd_hooks: Sequence[tuple[NameMatcher, HookFn]]) -> Iterator[GPT]:
-        """Attach `[(name or predicate, fn(tensor, name) -> tensor | None)]` inside a `with`
-        block; always removed on exit."""
-        with self.hook_points.attach(fwd_hooks):
-            yield self
-
     def run_with_cache(
         self, X: Tensor, y: Tensor, names_filter: NamesFilter = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """`(predictions, cache)`: cache maps hook name → detached activation."""
-        cache: dict[str, Tensor] = {}
-        with self.hooks([(names_filter_to_predicate(names_filter), caching_hook(cache))]):
-            out = self.forward(X, y)
-        return out, cache
+        return self._run_cached(names_filter, X, y)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from torch import Tensor
 
@@ -90,3 +91,27 @@ def caching_hook(cache: dict[str, Tensor]) -> HookFn:
         return None
 
     return hook
+
+
+class HookedMixin:
+    """`hooks` and the caching run shared by the models that hold a `hook_points: HookPoints`.
+
+    `hooks(fwd_hooks)`: attach `[(name or predicate, fn(tensor, name) -> tensor | None)]` inside a
+    `with` block; always removed on exit. `_run_cached(names_filter, *args, **kwargs)`:
+    `(forward(*args, **kwargs), cache)`, cache mapping hook name → detached activation for the
+    names passing the filter (None: all; a name; a list of names; a predicate). Each model keeps
+    its own `run_with_cache` signature and calls `_run_cached`.
+    """
+
+    hook_points: HookPoints
+
+    @contextmanager
+    def hooks(self, fwd_hooks: Sequence[tuple[NameMatcher, HookFn]]) -> Iterator[Any]:
+        with self.hook_points.attach(fwd_hooks):
+            yield self
+
+    def _run_cached(self, names_filter: NamesFilter, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
+        cache: dict[str, Tensor] = {}
+        with self.hooks([(names_filter_to_predicate(names_filter), caching_hook(cache))]):
+            out = self.forward(*args, **kwargs)  # type: ignore[attr-defined]
+        return out, cache

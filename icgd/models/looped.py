@@ -24,8 +24,7 @@ t = 0..b, the state after t loops (`hook_z.0` = 0).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
@@ -35,12 +34,9 @@ from torch import Tensor, nn
 from icgd.core.config import Config
 from icgd.models.gpt import build_io_and_blocks, fill_size_preset
 from icgd.models.hooks import (
-    HookFn,
+    HookedMixin,
     HookPoints,
-    NameMatcher,
     NamesFilter,
-    caching_hook,
-    names_filter_to_predicate,
 )
 
 FinalNorm = Literal["readout", "in_loop"]
@@ -86,7 +82,7 @@ class LoopedConfig(Config):
         return self
 
 
-class LoopedTransformer(nn.Module):
+class LoopedTransformer(HookedMixin, nn.Module):
     """A looped GPT block with input injection; see the module docstring.
 
     `forward(X (B, k, d_in), y (B, k), n_loops=None, grad_last=None) -> (n_loops, B, k)`.
@@ -190,13 +186,6 @@ class LoopedTransformer(nn.Module):
         b, _ = self._resolve(n_loops, None)
         return ["hook_embed"] + [f"hook_z.{t}" for t in range(b + 1)]
 
-    @contextmanager
-    def hooks(self, fwd_hooks: Sequence[tuple[NameMatcher, HookFn]]) -> Iterator[LoopedTransformer]:
-        """Attach `[(name or predicate, fn(tensor, name) -> tensor | None)]` inside a `with`
-        block; always removed on exit."""
-        with self.hook_points.attach(fwd_hooks):
-            yield self
-
     def run_with_cache(
         self,
         X: Tensor,
@@ -205,10 +194,7 @@ class LoopedTransformer(nn.Module):
         names_filter: NamesFilter = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """`(predictions (n_loops, B, k), cache)`: cache maps hook name → detached activation."""
-        cache: dict[str, Tensor] = {}
-        with self.hooks([(names_filter_to_predicate(names_filter), caching_hook(cache))]):
-            out = self.forward(X, y, n_loops=n_loops)
-        return out, cache
+        return self._run_cached(names_filter, X, y, n_loops=n_loops)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -60,8 +60,6 @@ replaces the activation (the `psi` and `g` hooks write their slot back into the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -70,12 +68,9 @@ from torch import Tensor, nn
 
 from icgd.core.config import Config
 from icgd.models.hooks import (
-    HookFn,
+    HookedMixin,
     HookPoints,
-    NameMatcher,
     NamesFilter,
-    caching_hook,
-    names_filter_to_predicate,
 )
 
 HEAD_XY, HEAD_YX = 0, 1
@@ -148,7 +143,7 @@ class OTAttentionConfig(Config):
     """Parameters are drawn from N(0, init_std²) at init (0: zeros; constructions set them)."""
 
 
-class OTAttention(nn.Module):
+class OTAttention(HookedMixin, nn.Module):
     """L layers of (head `xy`, log-FFN, head `yx`, linear) on the OT prompt; module docstring."""
 
     def __init__(
@@ -306,22 +301,12 @@ class OTAttention(nn.Module):
             names += [f"hook_g.{l + 1}"]
         return [*names, f"hook_z.{self.config.n_layers}"]
 
-    @contextmanager
-    def hooks(self, fwd_hooks: Sequence[tuple[NameMatcher, HookFn]]) -> Iterator[OTAttention]:
-        """Attach `[(name or predicate, fn(tensor, name) -> tensor | None)]` inside a `with` block;
-        always removed on exit."""
-        with self.hook_points.attach(fwd_hooks):
-            yield self
-
     def run_with_cache(
         self, Z: Tensor, names_filter: NamesFilter = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """`(Z_out, cache)`: cache maps hook name → detached activation, for names passing the
         filter (None: all; a name; a list of names; a predicate)."""
-        cache: dict[str, Tensor] = {}
-        with self.hooks([(names_filter_to_predicate(names_filter), caching_hook(cache))]):
-            out = self.forward(Z)
-        return out, cache
+        return self._run_cached(names_filter, Z)
 
     def extra_repr(self) -> str:
         c = self.config

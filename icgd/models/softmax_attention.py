@@ -56,8 +56,6 @@ output accordingly.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -66,12 +64,9 @@ from torch import Tensor, nn
 
 from icgd.core.config import Config
 from icgd.models.hooks import (
-    HookFn,
+    HookedMixin,
     HookPoints,
-    NameMatcher,
     NamesFilter,
-    caching_hook,
-    names_filter_to_predicate,
 )
 
 SoftmaxKind = Literal["he", "full"]
@@ -93,7 +88,7 @@ class SoftmaxAttentionConfig(Config):
     """Every parameter is drawn from N(0, init_std²) at init."""
 
 
-class SoftmaxAttention(nn.Module):
+class SoftmaxAttention(HookedMixin, nn.Module):
     """One H-head softmax attention layer on the regression prompt; see the module docstring."""
 
     def __init__(
@@ -210,22 +205,12 @@ class SoftmaxAttention(nn.Module):
         """The hook names a forward pass fires, in order."""
         return list(SOFTMAX_HOOK_NAMES)
 
-    @contextmanager
-    def hooks(self, fwd_hooks: Sequence[tuple[NameMatcher, HookFn]]) -> Iterator[SoftmaxAttention]:
-        """Attach `[(name or predicate, fn(tensor, name) -> tensor | None)]` inside a `with` block;
-        always removed on exit."""
-        with self.hook_points.attach(fwd_hooks):
-            yield self
-
     def run_with_cache(
         self, Z: Tensor, names_filter: NamesFilter = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """`(Z_out, cache)`: cache maps hook name → detached activation, for names passing the
         filter (None: all; a name; a list of names; a predicate)."""
-        cache: dict[str, Tensor] = {}
-        with self.hooks([(names_filter_to_predicate(names_filter), caching_hook(cache))]):
-            out = self.forward(Z)
-        return out, cache
+        return self._run_cached(names_filter, Z)
 
     def extra_repr(self) -> str:
         c = self.config
