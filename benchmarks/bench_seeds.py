@@ -8,7 +8,11 @@ ways (stacked, then sequential) so that load on a shared machine hits both alike
 median over rounds of seed-steps per second and the ratio stacked / sequential.
 
 - stacked: `icgd.training.ensemble.train_stacked` over the K calls (one process, vmapped);
-- sequential: `train(...)` K times, one seed after another (what K single runs do).
+- sequential: `train(...)` K times, one seed after another (what K single runs do);
+- sampling alone: the K seeds' batch draws of one step, one after another and through the stacked
+  loop's thread pool (`_BatchDrawer`). The stacked loop must draw K batches per step whatever it
+  batches, so `ceiling` = (sequential seconds per seed-step) / (pooled draw seconds per seed) is
+  the ratio stacking could reach if all the rest of a stacked step cost nothing (Amdahl's bound).
 
 Usage: python benchmarks/bench_seeds.py [--seeds 16] [--steps 40] [--rounds 2] [--threads 2]
        [--batch 4096] [--profile-ops]
@@ -65,6 +69,25 @@ def _calls(K: int, steps: int, batch: int, timer: dict):
     return calls
 
 
+def _sampling_seconds(K: int, batch: int, repeats: int = 5) -> tuple[float, float]:
+    """Median seconds to draw one batch for each of K seeds: (one after another, thread pool)."""
+    from icgd.training.ensemble import _BatchDrawer
+
+    calls = _calls(K, 4, batch, {})
+    alone, pooled = [], []
+    with _BatchDrawer(calls, batch) as draw:
+        draw()  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for c in calls:
+                c.sample_batch(batch, c.generator)
+            alone.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            draw()
+            pooled.append(time.perf_counter() - start)
+    return statistics.median(alone), statistics.median(pooled)
+
+
 def _measured(timer: dict, steps: int) -> float:
     """Seconds of the S − 2 measured updates, summed over seeds (sequential) or of seed 0's
     window (stacked: all seeds step together)."""
@@ -102,6 +125,7 @@ def main() -> None:
             flush=True,
         )
     stacked, sequential = statistics.median(stacked_rates), statistics.median(sequential_rates)
+    sample_alone, sample_pooled = _sampling_seconds(K, args.batch)
     report = {
         "seeds": K,
         "steps_timed_per_seed": S - 2,
@@ -110,6 +134,10 @@ def main() -> None:
         "stacked_seed_steps_per_s": stacked,
         "sequential_seed_steps_per_s": sequential,
         "ratio": stacked / sequential,
+        "sampling_ms_per_seed_one_after_another": 1e3 * sample_alone / K,
+        "sampling_ms_per_seed_thread_pool": 1e3 * sample_pooled / K,
+        "sequential_ms_per_seed_step": 1e3 / sequential,
+        "ceiling": (1 / sequential) / (sample_pooled / K),
     }
     print(json.dumps(report, indent=1))
     if args.json:

@@ -14,7 +14,8 @@ where `wrapper.forward(batch) = loss_fn(wrapper.inner, batch)` so a loss that ca
 - one torch optimizer over the stacked leaves: Adam, AdamW and SGD (with momentum, with weight
   decay) are elementwise, so this is exactly K per-seed optimizers; the schedule is shared (one
   config). Per-matrix clipping is done per seed (one norm per seed and matrix, not per stack);
-- every seed draws its batches from its own sampler and generator (`resample_every` honoured) and
+- every seed draws its batches from its own sampler and generator (`resample_every` honoured;
+  the K draws run in a thread pool of torch's thread count, as sampling kernels use one core) and
   the batches are stacked (pytrees of tensors; non-tensor leaves, e.g. a loop count, must be equal
   across seeds and are passed through);
 - eval records, `on_eval`, train records, `progress`, `metrics.jsonl` and checkpoints are written
@@ -24,7 +25,9 @@ where `wrapper.forward(batch) = loss_fn(wrapper.inner, batch)` so a loss that ca
   the same scalars at the same steps and the weight heat maps at step 0 and checkpoint steps;
 - divergence is per seed: a seed whose loss, gradients or weights go non-finite has its update
   undone and is frozen (its weights are put back after every later update) with the same
-  `status="diverged"` result and message as a single run, while the other seeds continue.
+  `status="diverged"` result and message as a single run, while the other seeds continue. The
+  check runs on the device, as in `train`: per-seed flags the host reads every step on CPU and
+  only at log, eval and checkpoint steps elsewhere (no host sync per step on a GPU).
 
 Each seed's numbers equal a single-seed run's up to floating-point reassociation (float64: ~1e-12
 relative after a few dozen steps; `tests/training/test_ensemble.py`).
@@ -51,6 +54,7 @@ import copy
 import math
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +76,7 @@ from icgd.training.loop import (
     STATE_FORMAT,
     TrainResult,
     _check_resumable,
+    _checks_every_step,
     _clean,
     _metrics_writer,
     _sigint_deferred,
@@ -508,10 +513,48 @@ class _StackedRun:
             history = [r for r in records[k] if r["kind"] == "eval"]
             return TrainResult("diverged", done, history, final, message)
 
-        snapshot = [p.detach().clone() for p in params]
+        # Sync-free divergence check, per seed (as `train`; module docstring): device-side state of
+        # the updates since the host last read `good`.
+        device = params[0].device
+        saved = [p.detach().clone() for p in params]  # each seed's last good weights
+        frozen = [False] * K  # host view: seeds that stopped (kept at their weights)
+        good = torch.ones(K, dtype=torch.bool, device=device)  # seed k's updates were all finite
+        bad_at = torch.full((K,), -1, dtype=torch.long, device=device)  # first bad update of k
+        bad_checked: Tensor | None = None  # (K, C): `checked` of each seed's first bad update
+        t_dev = torch.full((), step, dtype=torch.long, device=device)  # index of the next update
+        unverified_lrs: list[float] = []  # the lr of each update since the host last read `good`
+        every_step = _checks_every_step(device)
+        grad_names: list[str] = []
         batched_loss: Callable | None = None
-        frozen = torch.zeros(K, dtype=torch.bool)  # seeds that stopped (kept at their weights)
+
+        def freeze(k: int) -> None:
+            """Stop seed k at its current weights (every later update of it is undone)."""
+            frozen[k] = True
+            good[k] = False
+            with torch.no_grad():
+                for kept, p in zip(saved, params, strict=True):
+                    kept[k] = p[k]
+
+        def read_good(active: list[int]) -> list[int]:
+            """The host sync: stop the seeds whose updates since the last read went non-finite;
+            return those seeds."""
+            newly = [k for k, ok in zip(range(K), good.tolist(), strict=True) if not ok]
+            newly = [k for k in newly if k in active]
+            if newly:
+                assert bad_checked is not None
+                at = bad_at.tolist()
+            for k in newly:
+                t = at[k]  # 0-based: t updates of seed k were good
+                lr = unverified_lrs[len(unverified_lrs) - (step - t)]
+                checked_k = bad_checked[k]  # type: ignore[index]
+                what = _what_diverged(checked_k[0], grad_names, checked_k, param_names, lr)
+                frozen[k] = True
+                results[k] = diverged(k, t, what)
+            unverified_lrs.clear()
+            return newly
+
         with contextlib.ExitStack() as stack:
+            draw = stack.enter_context(_BatchDrawer(calls, config.batch_size))
             boards = [self._board(stack, k) for k in range(K)]
             lines = [
                 stack.enter_context(_metrics_writer(self.run_dirs[k], records[k])) for k in range(K)
@@ -535,15 +578,14 @@ class _StackedRun:
                         results[k] = diverged(
                             k, 0, "the eval loss of the initial weights is non-finite"
                         )
-                        frozen[k] = True
+                        freeze(k)
                     elif boards[k] is not None:
                         boards[k].weights(0, self._sync(k))
-            while step < total and not bool(frozen.all()):
+            while step < total and not all(frozen):
                 active = [k for k in range(K) if results[k] is None]
                 if step % every_k == 0:
-                    for k, c in enumerate(calls):  # stopped seeds too: same shapes to stack
-                        batch_states[k] = c.generator.get_state()
-                        batches[k] = c.sample_batch(config.batch_size, c.generator)
+                    # stopped seeds draw too: same shapes to stack
+                    batch_states, batches = draw()
                     batched_loss = None
                 if batched_loss is None:  # new batches (or the resumed window's batches)
                     tensors, rebuild = _stack_batches(batches)
@@ -560,42 +602,45 @@ class _StackedRun:
                     )
                 loss.sum().backward()
                 grads = [p.grad for p in params if p.grad is not None]
-                grad_norms = _seed_norms(grads, K)  # (K, n_grads), before clipping
-                if config.clip_norm:
-                    _clip_per_seed_(grads, grad_norms, config.clip_norm)
-                lr = current_lr()
-                with torch.no_grad():
-                    for saved, p in zip(snapshot, params, strict=True):
-                        saved.copy_(p)
-                optimizer.step()
-                checked = torch.cat(
-                    [
-                        loss.detach().reshape(K, 1).float(),
-                        grad_norms.float(),
-                        _seed_norms(params, K),
-                    ],
-                    dim=1,
-                )
-                finite = torch.isfinite(checked).all(dim=1).tolist()  # the step's one host sync
-                newly = [k for k in active if not finite[k]]
                 grad_names = [
                     n for n, p in zip(self.names, params, strict=True) if p.grad is not None
                 ]
-                whats = {
-                    k: _what_diverged(loss[k], grad_names, checked[k], param_names, lr)
-                    for k in newly
-                }
-                for k in newly:
-                    frozen[k] = True
-                if bool(frozen.any()):  # undo the update of stopped seeds
-                    with torch.no_grad():
-                        for saved, p in zip(snapshot, params, strict=True):
-                            p[frozen] = saved[frozen]
-                for k in newly:
-                    results[k] = diverged(k, step, whats[k])
+                grad_norms = _seed_norms(grads, K, device)  # (K, n_grads), before clipping
+                if config.clip_norm:
+                    _clip_per_seed_(grads, grad_norms, config.clip_norm)
+                lr = current_lr()
+                optimizer.step()
+                with torch.no_grad():
+                    checked = torch.cat(
+                        [
+                            loss.detach().reshape(K, 1).float(),
+                            grad_norms.float(),
+                            _seed_norms(params, K, device).float(),
+                        ],
+                        dim=1,
+                    )
+                    ok = torch.isfinite(checked).all(dim=1)  # (K,)
+                    first_bad = good & ~ok
+                    bad_at = torch.where(first_bad, t_dev, bad_at)
+                    if bad_checked is None:
+                        bad_checked = torch.zeros_like(checked)
+                    bad_checked = torch.where(first_bad[:, None], checked, bad_checked)
+                    good &= ok
+                    for kept, p in zip(saved, params, strict=True):  # frozen from a bad update on
+                        keep = good.reshape(-1, *([1] * (p.ndim - 1)))
+                        p.copy_(torch.where(keep, p, kept))
+                        kept.copy_(p)
+                    t_dev += 1
                 scheduler.step()
                 step += 1
-                active = [k for k in active if k not in newly]
+                unverified_lrs.append(lr)
+                logs = step % log_every == 0
+                evals = step % config.eval_every == 0 or step == total
+                at_checkpoint = step % config.checkpoint_every == 0 or step == total
+                # the host sync; never later than a log, eval or checkpoint
+                if every_step or logs or evals or at_checkpoint:
+                    newly = read_good(active)
+                    active = [k for k in active if k not in newly]
 
                 if step % log_every == 0:
                     for k in active:
@@ -613,7 +658,7 @@ class _StackedRun:
                         latest[k] = evaluate(k, step)
                         if latest[k]["loss"] is None:
                             results[k] = diverged(k, step, "the eval loss is non-finite")
-                            frozen[k] = True
+                            freeze(k)
                             active.remove(k)
                             continue
                         writers[k](latest[k])
@@ -649,10 +694,43 @@ class _StackedRun:
         return out
 
 
-def _seed_norms(tensors: list[Tensor], K: int) -> Tensor:
+class _BatchDrawer:
+    """Draw every seed's next batch, the seeds in parallel threads.
+
+    Sampling is a large share of a step (`benchmarks/bench_seeds.py`: ≈ 40 % for looped-gd) and
+    its kernels (`normal_`) run on one core, so the K draws are spread over as many threads as
+    torch uses. Each seed samples from its own generator, so its numbers do not depend on the
+    thread that draws them. Returns `(generator states before the draws, batches)`.
+    """
+
+    def __init__(self, calls: list[TrainCall], batch_size: int) -> None:
+        self.calls, self.batch_size = calls, batch_size
+        workers = min(len(calls), torch.get_num_threads())
+        self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
+
+    def __enter__(self) -> _BatchDrawer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+    def _one(self, call: TrainCall) -> tuple[Tensor, Any]:
+        state = call.generator.get_state()
+        return state, call.sample_batch(self.batch_size, call.generator)
+
+    def __call__(self) -> tuple[list[Tensor | None], list[Any]]:
+        if self.pool is None:
+            drawn = [self._one(c) for c in self.calls]
+        else:
+            drawn = list(self.pool.map(self._one, self.calls))
+        return [s for s, _ in drawn], [b for _, b in drawn]
+
+
+def _seed_norms(tensors: list[Tensor], K: int, device: torch.device) -> Tensor:
     """Per-seed Frobenius norms of stacked tensors: (K, n), in the tensors' dtype (no host sync)."""
     if not tensors:
-        return torch.zeros(K, 0)
+        return torch.zeros(K, 0, device=device)
     return torch.stack(
         [torch.linalg.vector_norm(t.detach().reshape(K, -1), dim=1) for t in tensors], dim=1
     )

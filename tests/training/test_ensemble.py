@@ -154,6 +154,40 @@ def test_one_seed_diverges_the_others_continue(tmp_path):
         assert_records_close(records(tmp_path / f"e{k}"), records(tmp_path / f"s{k}"))
 
 
+def test_divergence_read_late_is_reported_at_its_update(tmp_path, monkeypatch):
+    """Off CPU the host reads the seeds' divergence flags only at log/eval/checkpoint steps: a NaN
+    at update 10 that the host first sees at step 12 is still reported as seed 1's update 10, with
+    the weights of step 9, as a single run (which reads every step on CPU) reports it. Forced here
+    on CPU."""
+    monkeypatch.setattr("icgd.training.ensemble._checks_every_step", lambda device: False)
+
+    def poisoned(sample_batch):
+        calls = [0]
+
+        def sample(batch_size, generator):
+            Z, y = sample_batch(batch_size, generator)
+            calls[0] += 1
+            return Z, (y * float("nan") if calls[0] > 3 else y)
+
+        return sample
+
+    # 600 steps log every 3 updates; batch 4 (updates 10-12) of seed 1 is NaN
+    config = ADAM.model_copy(update={"steps": 600, "eval_every": 300, "checkpoint_every": 300})
+    stacked = [
+        make_call(k, config, sampler=poisoned(regression_sampler(TASK)) if k == 1 else None)
+        for k in range(2)
+    ]
+    outcome = train_stacked(stacked)
+    single_call = make_call(1, config, sampler=poisoned(regression_sampler(TASK)))
+    single = single_call.run_alone()
+    got = outcome.results[1]
+    assert [r.status for r in outcome.results] == ["completed", "diverged"]
+    assert got.steps_done == single.steps_done == 9 and got.message == single.message
+    assert got.final_eval_loss == pytest.approx(single.final_eval_loss, rel=1e-10)
+    for a, b in zip(stacked[1].model.parameters(), single_call.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
+
+
 def test_unvmappable_loss_falls_back_to_one_after_another():
     def loss_with_item(model, batch):
         value = prompt_mse(model, batch)
