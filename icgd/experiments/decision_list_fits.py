@@ -44,14 +44,20 @@ class Population:
         self.test_labels = task.labels(self.test_seqs)
 
 
-def weighted_perfect(Z: Tensor, labels: Tensor, weights: Tensor) -> float:
-    """Probability mass of the sequences whose every position's argmax is its label; Z (N, L, n)
-    logits, labels (N, n), weights (N,). Exactly 1.0 when every sequence of positive weight is
-    perfect (a sum of N weights 1/N need not round to 1: 5000 × (1/5000) = 1 + 2e-16)."""
+def perfect_mass(Z: Tensor, labels: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """`(all perfect, mass)` as 0-dim tensors on Z's device (no host sync): whether every sequence
+    of positive weight has every position's argmax at its label, and the probability mass of the
+    perfect sequences, exactly 1.0 when all are (a sum of N weights 1/N need not round to 1:
+    5000 × (1/5000) = 1 + 2e-16). Z (N, L, n) logits, labels (N, n), weights (N,)."""
     perfect = (Z.argmax(1) == labels).all(1)  # (N,)
-    if bool(perfect[weights > 0].all()):
-        return 1.0
-    return float((perfect.to(weights.dtype) * weights).sum())
+    every = (perfect | (weights <= 0)).all()
+    mass = (perfect.to(weights.dtype) * weights).sum()
+    return every, torch.where(every, torch.ones_like(mass), mass)
+
+
+def weighted_perfect(Z: Tensor, labels: Tensor, weights: Tensor) -> float:
+    """`perfect_mass`'s mass as a float."""
+    return float(perfect_mass(Z, labels, weights)[1])
 
 
 def perfect_fraction(model, params: dict, seqs: Tensor, labels: Tensor, weights: Tensor) -> float:
@@ -84,6 +90,82 @@ class Curvature:
         )  # fmt: skip
         self.vector = eig.vector
         return eig.value
+
+
+class _Watch:
+    """What a full-batch loop reads from its steps, kept on the device and read by the host only
+    every step on CPU (where reading is free) and elsewhere at log steps, curvature re-measurements
+    and the end (as the training loop's guard, `icgd.training.loop`): the first step at which
+    every sequence is perfect and its gradient-flow time, the first step whose loss is non-finite
+    with that step's loss, perfect mass and time, and the log entries not read yet. After a
+    non-finite loss the caller keeps its parameters fixed (`ok` false), so on reading, the loop
+    stops with the weights and the curve it would have had stopping at that step."""
+
+    def __init__(self, device: torch.device, with_time: bool) -> None:
+        from icgd.training.loop import _checks_every_step  # the training loop's rule
+
+        self.every_step, self.with_time = _checks_every_step(device), with_time
+        self.ok = torch.ones((), dtype=torch.bool, device=device)  # every loss so far finite
+        self.first_perfect = torch.full((), -1, dtype=torch.long, device=device)
+        self.time_perfect = torch.full((), math.nan, dtype=torch.float64, device=device)
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad: tuple[Tensor, Tensor, Tensor] | None = None  # (loss, perfect, time) there
+        self.now: tuple[Tensor, Tensor] | None = None  # this step's (loss, perfect mass)
+        self.pending: list[tuple[int, Tensor, Tensor, float, Any]] = []
+        self.curve: dict[str, list] = {"step": [], "loss": [], "perfect": [], "time": []}
+        self.curve["track"] = []
+
+    def observe(self, step: int, loss: Tensor, every: Tensor, mass: Tensor, time: float) -> None:
+        """One step's loss and `perfect_mass`, before its update; `time` its gradient-flow time."""
+        ok_before = self.ok
+        newly = ok_before & every & (self.first_perfect < 0)
+        self.first_perfect = torch.where(newly, step, self.first_perfect)
+        self.time_perfect = torch.where(newly, time, self.time_perfect)
+        first_bad = ok_before & ~torch.isfinite(loss)
+        self.bad_step = torch.where(first_bad, step, self.bad_step)
+        at = torch.stack([loss.to(mass.dtype), mass, torch.full_like(mass, time)])
+        self.bad = at if self.bad is None else torch.where(first_bad, at, self.bad)
+        self.ok = ok_before & ~first_bad
+        self.now = (loss, mass)
+
+    def log(self, step: int, time: float, params: Any = None) -> None:
+        """A curve entry for this step (`params` for the caller's `track`, read later)."""
+        assert self.now is not None
+        self.pending.append((step, *self.now, time, params))
+
+    def _append(self, step: int, loss: float, mass: float, time: float, tracked: Any) -> None:
+        self.curve["step"].append(step)
+        self.curve["loss"].append(loss)
+        self.curve["perfect"].append(mass)
+        if self.with_time:
+            self.curve["time"].append(time)
+        if tracked is not None:
+            self.curve["track"].append(tracked)
+
+    def read(self, params: Any, track: Callable[[Any], float] | None = None) -> bool:
+        """The host sync: move the pending entries to the curve; False (and the curve ends at
+        the first bad step, `params` being its weights) if a loss went non-finite."""
+        ok = bool(self.ok)
+        bad_step = -1 if ok else int(self.bad_step)
+        for step, loss, mass, time, at in self.pending:
+            if ok or step < bad_step:
+                tracked = track(at) if track is not None else None
+                self._append(step, float(loss), float(mass), time, tracked)
+        self.pending.clear()
+        if not ok:
+            assert self.bad is not None
+            loss, mass, time = self.bad.tolist()
+            self._append(bad_step, loss, mass, time, track(params) if track else None)
+        return ok
+
+    def due(self, step: int, logs: bool) -> bool:
+        """Whether the host reads after this step."""
+        return self.every_step or logs
+
+    def first(self) -> tuple[int | None, float]:
+        """(first perfect step or None, its gradient-flow time or NaN)."""
+        step = int(self.first_perfect)
+        return (None, math.nan) if step < 0 else (step, float(self.time_perfect))
 
 
 def run_gd(
@@ -122,33 +204,30 @@ def run_gd(
         return sequence_loss(Z, pop.labels, pop.weights), Z.detach()
 
     grad_and_loss = torch.func.grad_and_value(objective, has_aux=True)
-    curve: dict[str, list] = {"step": [], "loss": [], "perfect": [], "time": [], "track": []}
-    first_perfect, time_to_perfect, time, eta_lambda = None, math.nan, 0.0, math.nan
+    watch = _Watch(pop.seqs.device, with_time=True)
+    time, eta_lambda = 0.0, math.nan
     adaptive = curvature is not None and every > 0
     for step in range(steps + 1):
         if adaptive and step > 0 and step % every == 0:
-            lam = curvature(params)
+            if not watch.read(params, track):  # never measure the curvature of a diverged run
+                break
+            lam = curvature(params)  # type: ignore[misc]
             eta_lambda = max(eta * lam, 0.0 if math.isnan(eta_lambda) else eta_lambda)
             eta = eta_factor / lam
         grads, (loss, Z) = grad_and_loss(params)
-        perfect = weighted_perfect(Z, pop.labels, pop.weights)
-        if first_perfect is None and perfect == 1.0:
-            first_perfect, time_to_perfect = step, time
-        loss = float(loss.detach())
-        if step % log_every == 0 or step == steps or not math.isfinite(loss):
-            curve["step"].append(step)
-            curve["loss"].append(loss)
-            curve["perfect"].append(perfect)
-            curve["time"].append(time)
-            if track is not None:
-                curve["track"].append(track(params))
-        if step == steps or not math.isfinite(loss):
+        watch.observe(step, loss.detach(), *perfect_mass(Z, pop.labels, pop.weights), time)
+        logs = step % log_every == 0 or step == steps
+        if logs:
+            watch.log(step, time, params if track is not None else None)
+        if (watch.due(step, logs) and not watch.read(params, track)) or step == steps:
             break
-        params = {k: (v - eta * grads[k]).detach() for k, v in params.items()}
+        ok = watch.ok  # after a non-finite loss the weights stay those of that step
+        params = {k: torch.where(ok, v - eta * grads[k], v).detach() for k, v in params.items()}
         time += eta
+    first_perfect, time_to_perfect = watch.first()
     return {
         "params": params,
-        "curve": curve,
+        "curve": watch.curve,
         "first_perfect": first_perfect,
         "time_to_perfect": time_to_perfect,
         "eta_lambda": eta_lambda,
@@ -178,30 +257,33 @@ def run_adam(
     loss; `perfect` and `first_perfect` are measured on the population at every step)."""
     params = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
     optim = torch.optim.Adam(params.values(), lr=lr)
-    curve: dict[str, list] = {"step": [], "loss": [], "perfect": [], "time": [], "track": []}
-    first_perfect = None
+    watch = _Watch(pop.seqs.device, with_time=False)
     for step in range(steps + 1):
         detached = {k: v.detach() for k, v in params.items()}
-        perfect = perfect_fraction(model, detached, pop.seqs, pop.labels, pop.weights)
-        if first_perfect is None and perfect == 1.0:
-            first_perfect = step
+        with torch.no_grad():
+            Z_pop = torch.func.functional_call(model, detached, (pop.seqs,), strict=False)
+        every, mass = perfect_mass(Z_pop, pop.labels, pop.weights)
         seqs = task.sample(batch, generator)
         Z = torch.func.functional_call(model, params, (seqs,), strict=False)
         loss = sequence_loss(Z, task.labels(seqs))
-        value = float(loss.detach())
-        if step % log_every == 0 or step == steps or not math.isfinite(value):
-            curve["step"].append(step)
-            curve["loss"].append(value)
-            curve["perfect"].append(perfect)
-        if step == steps or not math.isfinite(value):
+        watch.observe(step, loss.detach(), every, mass, math.nan)
+        logs = step % log_every == 0 or step == steps
+        if logs:
+            watch.log(step, math.nan)
+        if (watch.due(step, logs) and not watch.read(detached)) or step == steps:
             break
+        before = {k: v.clone() for k, v in detached.items()}  # `detached` shares their storage
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
+        with torch.no_grad():  # after a non-finite loss the weights stay those of that step
+            for name, p in params.items():
+                p.copy_(torch.where(watch.ok, p, before[name]))
     final = {k: v.detach() for k, v in params.items()}
+    first_perfect, _ = watch.first()
     return {
         "params": final,
-        "curve": curve,
+        "curve": watch.curve,
         "first_perfect": first_perfect,
         "time_to_perfect": math.nan,  # gradient-flow time is GD's only
         "eta_lambda": math.nan,

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from icgd.core.results import read_result
+from icgd.core.rng import make_generator
 from icgd.experiments import load_all
-from icgd.experiments.decision_list_fits import Curvature, Population, run_gd
+from icgd.experiments.decision_list_fits import Curvature, Population, run_adam, run_gd
 from icgd.experiments.decision_lists import (
     DecisionListsExperiment,
     DecisionListsExperimentConfig,
@@ -91,6 +92,53 @@ def test_gd_on_w_only_learns_a_tiny_exact_population():
     losses = out["curve"]["loss"]
     assert losses[-1] < losses[0]
     assert out["first_perfect"] is not None and out["curve"]["perfect"][-1] == 1.0
+
+
+@pytest.mark.parametrize("bad_step", [None, 0, 4, 12])
+def test_reading_the_device_state_late_changes_nothing(bad_step, monkeypatch):
+    """Off CPU, GD and Adam read the loss check and the first perfect step only at log steps:
+    the curve, the first perfect step and the weights equal those of reading every step (the CPU
+    rule), also when the loss of step `bad_step` is NaN (the curve stops there, with the weights
+    of that step). Forced here on CPU."""
+    import icgd.experiments.decision_list_fits as fits
+
+    config = DecisionListsExperimentConfig(L=4, n=3, M=2)
+    task = DecisionLists(config.task_config(), dtype=torch.float64)
+    pop = Population(task)
+    model = DecisionListAttention(DecisionListAttentionConfig(L=4), dtype=torch.float64)
+    model.requires_grad_(False).set_weights(V=20.0 * task.P)
+    W0 = {"W": torch.zeros(4, 4, dtype=torch.float64)}
+    loss = fits.sequence_loss
+
+    def both(every_step: bool) -> list[dict]:
+        monkeypatch.setattr("icgd.training.loop._checks_every_step", lambda d: every_step)
+        outs = []
+        for run in ("gd", "adam"):
+            calls = [0]
+
+            def poisoned(*args, calls=calls, **kwargs):
+                calls[0] += 1
+                value = loss(*args, **kwargs)
+                return value * float("nan") if calls[0] - 1 == bad_step else value
+
+            monkeypatch.setattr(fits, "sequence_loss", poisoned)
+            if run == "gd":
+                track = lambda p: float(p["W"].sum())  # noqa: E731
+                outs.append(run_gd(model, W0, pop, 0.05, 40, 7, track=track))
+            else:
+                outs.append(run_adam(model, W0, task, pop, 0.1, 40, 64, 7, make_generator(3)))
+        return outs
+
+    for late, now in zip(both(False), both(True), strict=True):
+        steps = now["curve"]["step"]
+        assert late["curve"]["step"] == steps
+        end = 40 if bad_step is None else bad_step
+        assert steps == [t for t in range(0, end, 7)] + [end]  # every 7 steps, then the last
+        for key in ("loss", "perfect", "time", "track"):
+            assert late["curve"][key] == pytest.approx(now["curve"][key], rel=0, nan_ok=True)
+        assert late["first_perfect"] == now["first_perfect"]
+        assert late["time_to_perfect"] == pytest.approx(now["time_to_perfect"], nan_ok=True)
+        torch.testing.assert_close(late["params"]["W"], now["params"]["W"], rtol=0, atol=0)
 
 
 def test_local_step_rule_follows_the_curvature_and_sums_the_time():
