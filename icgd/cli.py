@@ -343,15 +343,29 @@ def report(
     redraw: Annotated[
         bool, typer.Option("--redraw", help="first redraw every run's figures from its files")
     ] = False,
+    readme: Annotated[
+        Path | None,
+        typer.Option(
+            "--readme",
+            help="also write the experiments' status table (last run of each) between the "
+            "<!-- icgd-status:begin/end --> lines of this Markdown file",
+        ),
+    ] = None,
 ) -> None:
     """Write one self-contained HTML report (verdicts, metrics, figures, config, provenance; a
     comparison table and overlay plots for several runs or a sweep). Reads the folders only."""
-    from icgd.reporting.html import write_report
+    from icgd.reporting.html import load_sources, write_report
+    from icgd.reporting.status import check_readme, update_readme
 
+    runs, _ = load_sources(folders)
+    if readme is not None:
+        check_readme(readme, runs)  # before anything is written
     path, warnings = write_report(folders, out, redraw=redraw)
     for warning in warnings:
         console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     console.print(f"report: {path}", highlight=False)
+    if readme is not None:
+        console.print(f"status table: {update_readme(readme, runs)}", highlight=False)
 
 
 _INTERRUPTED = (

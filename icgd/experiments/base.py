@@ -3,6 +3,7 @@
 An experiment is a class registered with `@register(name)` that has
 - `Config`: its closed config class (derived from `ExperimentConfig`),
 - `summary`: one line for `icgd list`,
+- `paper`: the paper (authors, year) whose claims it checks, for the README's status table,
 - `run(config, ctx) -> Outcome`: trains/evaluates and returns metrics and arrays,
 - `check(config, metrics) -> list[Claim]`: the paper's claims, each with measured value,
   expected value and tolerance, computed for whatever setting ran.
@@ -101,6 +102,7 @@ class Experiment:
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    paper: ClassVar[str]
     Config: ClassVar[type[ExperimentConfig]]
 
     def run(self, config: Any, ctx: RunContext) -> Outcome:  # pragma: no cover - contract

@@ -182,6 +182,7 @@ class DecisionListsExperimentConfig(ExperimentConfig):
 
 @register("decision-lists")
 class DecisionListsExperiment:
+    paper = "Provable gradient-descent-based learning of decision lists by transformers"
     summary = "One softmax layer learns decision lists by GD: modes (a), (b), (c), attention"
     Config = DecisionListsExperimentConfig
 

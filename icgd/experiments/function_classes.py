@@ -351,6 +351,7 @@ def _ranges(err: Tensor, d: int) -> tuple[float, float]:
 
 @register("function-classes")
 class FunctionClassesExperiment:
+    paper = "Garg, Tsipras, Liang, Valiant 2022"
     summary = "Garg et al. 2022: a GPT learns linear, sparse, quadratic, ReLU-net and tree classes"
     Config = FunctionClassesConfig
 

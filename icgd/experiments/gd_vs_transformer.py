@@ -214,6 +214,7 @@ def _gd_plus_plus_fn(etas: torch.Tensor, gammas: torch.Tensor):
 
 @register("gd-vs-transformer")
 class GDvsTransformer:
+    paper = "von Oswald et al. 2023"
     summary = "von Oswald et al. 2023: trained linear attention is GD (one layer) and GD++ (deeper)"
     Config = GDvsTransformerConfig
 

@@ -200,6 +200,7 @@ def td_sampler(config: InContextTDConfig, device: torch.device, dtype: torch.dty
 
 @register("in-context-td")
 class InContextTD:
+    paper = "Wang, Blaser, Daneshmand, Zhang 2025"
     summary = (
         "Wang et al. 2025: multi-task TD training makes a linear transformer run TD in context"
     )

@@ -141,6 +141,7 @@ def _u_ratio(model) -> float:
 
 @register("looped-gd")
 class LoopedGD:
+    paper = "Gatmiry et al. 2024"
     summary = "Gatmiry et al. 2024: looped linear attention learns multi-step preconditioned GD"
     Config = LoopedGDConfig
 

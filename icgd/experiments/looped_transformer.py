@@ -232,6 +232,7 @@ def _looped_loss(model: LoopedTransformer, batch: tuple) -> torch.Tensor:
 
 @register("looped-transformer")
 class LoopedTransformerExperiment:
+    paper = "Yang, Lee, Nowak, Papailiopoulos 2024"
     summary = "Yang et al. 2024: one looped block ≈ a multi-layer GPT; error flat past b loops"
     Config = LoopedTransformerConfig
 

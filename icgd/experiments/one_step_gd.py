@@ -147,6 +147,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @register("one-step-gd")
 class OneStepGD:
+    paper = "Ahn et al. 2023 (Thm 1); Mahankali et al. 2023"
     summary = "Ahn et al. / Mahankali et al. 2023: one LSA layer learns one optimal GD step"
     Config = OneStepGDConfig
 

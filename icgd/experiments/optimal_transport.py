@@ -131,6 +131,7 @@ def entropic_objective(P: Tensor, C: Tensor, eps: float) -> Tensor:
 
 @register("optimal-transport")
 class OptimalTransportExperiment:
+    paper = "Daneshmand 2024"
     summary = "Daneshmand 2024: fixed-weight attention = dual ascent on entropic OT; sorting"
     Config = OptimalTransportConfig
 

@@ -263,6 +263,7 @@ def _predict(model: torch.nn.Module, Z: torch.Tensor) -> torch.Tensor:
 
 @register("softmax-heads")
 class SoftmaxHeads:
+    paper = "He, Pan, Chen, Yang 2025"
     summary = "He et al. 2025: multi-head softmax attention learns debiased GD with zero-sum heads"
     Config = SoftmaxHeadsConfig
 

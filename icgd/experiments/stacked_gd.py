@@ -145,6 +145,7 @@ def _sq_err(pred: torch.Tensor, y_q: torch.Tensor) -> torch.Tensor:
 
 @register("stacked-gd")
 class StackedGD:
+    paper = "Ahn et al. 2023 (Thm 3, 4)"
     summary = "Ahn et al. 2023 Thm 3/4: L stacked linear-attention layers learn per-layer PGD"
     Config = StackedGDConfig
 

@@ -161,6 +161,7 @@ def _value(metrics: dict, key: str, i: int | None = None) -> float:
 
 @register("which-algorithm")
 class WhichAlgorithm:
+    paper = "Akyürek et al. 2023"
     summary = "Akyürek et al. 2023: depth moves trained LSA from one-step GD toward ridge/OLS"
     Config = WhichAlgorithmConfig
 

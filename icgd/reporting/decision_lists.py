@@ -9,6 +9,7 @@ from pathlib import Path
 
 from icgd.core.results import Result
 from icgd.reporting.figures import read_arrays, save
+from icgd.reporting.style import OKABE_ITO
 
 
 def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
@@ -26,7 +27,7 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
     every = result.config.get("log_every", 1)
     for prefix, color, label in (
         ("curve_mode_c", "grey", "(c) random init, Adam"),
-        ("curve_mode_c_factored", "tan", "(c) factored W = W_Kᵀ W_Q"),
+        ("curve_mode_c_factored", OKABE_ITO["orange"], "(c) factored W = W_Kᵀ W_Q"),
     ):
         for key in sorted(k for k in m if k.startswith(prefix) and k[len(prefix) :][:1].isdigit()):
             values = m[key]
@@ -68,7 +69,7 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
         for e, ax in enumerate(axes if k > 1 else [axes]):
             ax.imshow(A[e], vmin=0, vmax=1, cmap="viridis")
             marks = mask[e].T.nonzero()  # [i, j]: key i is query j's determining token
-            ax.scatter(marks[:, 1], marks[:, 0], marker="x", color="red", s=30)
+            ax.scatter(marks[:, 1], marks[:, 0], marker="x", color=OKABE_ITO["vermillion"], s=30)
             labels = [str(int(t)) for t in tokens[e]]
             ax.set_xticks(range(len(labels)), labels)
             ax.set_yticks(range(len(labels)), labels)

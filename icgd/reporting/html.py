@@ -516,19 +516,13 @@ def _claims_figure(entries: list[RunEntry]) -> bytes | None:
     for k, name in enumerate(names):
         ax = axes[k // cols][k % cols]
         xs, measured, expected, values = [], [], [], []
+        bands: list[tuple[int, float, float]] = []
         for i, entry in enumerate(entries):
             claim = next((c for c in entry.result.claims if c.name == name), None)
             if claim is None:
                 continue
             lo, hi = _band(claim)
-            ax.fill_between(
-                [i - 0.4, i + 0.4],
-                [max(lo, -1e300)] * 2,
-                [min(hi, 1e300)] * 2,
-                color=OKABE_ITO["sky_blue"],
-                alpha=0.25,
-                lw=0,
-            )
+            bands.append((i, lo, hi))
             xs.append(i)
             expected.append(claim.expected)
             measured.append((claim.measured, claim.passed))
@@ -552,6 +546,18 @@ def _claims_figure(entries: list[RunEntry]) -> bytes | None:
                 ax.set_ylim(lo / 1.5, hi * 1.5)
             else:
                 ax.set_ylim(lo - pad, hi + pad)
+        bottom, top = ax.get_ylim() if finite else (-1e300, 1e300)
+        for i, lo, hi in bands:  # clipped to the axis: a log axis cannot draw a band to ±1e300
+            ax.fill_between(
+                [i - 0.4, i + 0.4],
+                [max(lo, bottom)] * 2,
+                [min(hi, top)] * 2,
+                color=OKABE_ITO["sky_blue"],
+                alpha=0.25,
+                lw=0,
+            )
+        if finite:
+            ax.set_ylim(bottom, top)  # the bands must not move the limits
         ax.set_xticks(range(len(entries)), labels, rotation=30 if len(entries) > 3 else 0,
                       ha="right" if len(entries) > 3 else "center", fontsize=7)  # fmt: skip
         ax.set_xlim(-0.6, len(entries) - 0.4)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from icgd.core.results import Result
 from icgd.reporting.figures import read_arrays, save
+from icgd.reporting.style import OKABE_ITO
 
 
 def _heatmaps(plt, arrays: dict, steps: list[int], d: int, out: Path) -> Path:
@@ -40,7 +41,7 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
 
     if m.get("curve_step"):
         fig, (ax_loss, ax_shape) = plt.subplots(1, 2, figsize=(11, 3.8))
-        ax_loss.plot(m["curve_step"], m["curve_td_loss"], color="#0072B2")
+        ax_loss.plot(m["curve_step"], m["curve_td_loss"], color=OKABE_ITO["blue"])
         ax_loss.set(xlabel="Adam step", ylabel="mean squared TD error (held-out batch)",
                     yscale="log", title="multi-task TD loss")  # fmt: skip
         shape = (

@@ -1,0 +1,132 @@
+"""The status table of the experiments on their last runs, as Markdown for a README.
+
+    icgd report runs/status/* --readme README.md
+
+writes, between the two marker lines of README.md,
+
+    <!-- icgd-status:begin -->
+    | experiment | paper | claims passed | status | seed | run time | run folder |
+    ...
+    <!-- icgd-status:end -->
+
+one row per experiment, from the newest `result.json` among the folders given (newest by the
+file's modification time, so the row shows the *last* run of that experiment). Everything outside
+the markers is kept byte for byte, and the file is replaced atomically. A seed ensemble's row
+gives each claim's pass rate over the seeds instead of one seed's verdicts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from icgd.core.errors import InputError
+from icgd.core.io import atomic_write_text
+from icgd.reporting.html import RunEntry
+
+BEGIN = "<!-- icgd-status:begin -->"
+END = "<!-- icgd-status:end -->"
+HEADERS = ["experiment", "paper", "claims passed", "status", "seed", "run time", "run folder"]
+
+
+def paper_of(experiment: str) -> str:
+    """The paper an experiment reproduces (its class's `paper`), '' for an unknown name."""
+    from icgd.core.registry import get
+    from icgd.experiments import load_all
+
+    load_all()
+    try:
+        return str(getattr(get(experiment), "paper", ""))
+    except InputError:
+        return ""
+
+
+def latest_per_experiment(runs: list[RunEntry]) -> list[RunEntry]:
+    """The run with the newest `result.json` of each experiment, in experiment-name order."""
+    newest: dict[str, tuple[float, RunEntry]] = {}
+    for entry in runs:
+        stamp = (entry.path / "result.json").stat().st_mtime
+        name = entry.result.experiment
+        if name not in newest or stamp >= newest[name][0]:
+            newest[name] = (stamp, entry)
+    return [newest[name][1] for name in sorted(newest)]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def status_row(entry: RunEntry) -> list[str]:
+    """`HEADERS` for one run folder or seed ensemble."""
+    result = entry.result
+    claims = result.claims
+    if result.seeds is not None:
+        seeds = result.seeds.seeds
+        rates = result.seeds.claim_pass_rate
+        mean = sum(rates.values()) / len(rates) if rates else float("nan")
+        full = sum(1 for r in rates.values() if r == 1.0)
+        passed = f"{full}/{len(rates)} on every seed (mean pass rate {mean:.0%})"
+        seed = f"{seeds[0]}–{seeds[-1]} ({len(seeds)})" if len(seeds) > 1 else str(seeds[0])
+    else:
+        passed = f"{sum(c.passed for c in claims)}/{len(claims)}"
+        seed = str(result.provenance.seed)
+    failed = [c.name for c in claims if not c.passed]
+    status = result.status + (f" ({', '.join(failed)} not passed)" if failed else "")
+    wall = result.provenance.wall_seconds
+    return [
+        f"`{result.experiment}`",
+        paper_of(result.experiment),
+        passed,
+        status,
+        seed,
+        f"{wall:.0f} s",
+        f"`{entry.path}`",
+    ]
+
+
+def status_table(runs: list[RunEntry]) -> str:
+    """The Markdown table (header, rule, one row per experiment's last run)."""
+    rows = [status_row(e) for e in latest_per_experiment(runs)]
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def replace_between_markers(text: str, table: str, where: str) -> str:
+    """`text` with everything between the `BEGIN` and `END` lines replaced by `table`."""
+    begin, end = text.find(BEGIN), text.find(END)
+    if begin < 0 or end < 0 or end < begin:
+        raise InputError(
+            where, f"no status markers: put the lines {BEGIN} and {END} where the table goes"
+        )
+    if text.count(BEGIN) > 1 or text.count(END) > 1:
+        raise InputError(where, f"the markers {BEGIN} / {END} must appear once each")
+    head = text[: begin + len(BEGIN)]
+    return head + "\n" + table + text[end:]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("--readme", f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError("--readme", f"cannot read {path} ({exc.__class__.__name__})") from None
+
+
+def check_readme(path: str | Path, runs: list[RunEntry]) -> None:
+    """Fail early (`InputError`) if the table cannot be written: no runs, `path` unreadable or
+    without markers."""
+    if not runs:
+        raise InputError("--readme", "no run folders given (sweep points do not count)")
+    replace_between_markers(_read(Path(path)), "", f"--readme {path}")
+
+
+def update_readme(path: str | Path, runs: list[RunEntry]) -> Path:
+    """Write the status table of `runs` between the markers of the Markdown file `path`."""
+    path = Path(path)
+    check_readme(path, runs)
+    updated = replace_between_markers(_read(path), status_table(runs), f"--readme {path}")
+    try:
+        return atomic_write_text(path, updated)
+    except OSError as exc:
+        raise InputError("--readme", f"cannot write {path} ({exc.strerror or exc})") from None
