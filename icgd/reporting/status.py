@@ -1,6 +1,6 @@
 """The status table of the experiments on their last runs, as Markdown for a README.
 
-    icgd report runs/status/* --readme README.md
+    icgd report runs/status/*/ --readme README.md
 
 writes, between the two marker lines of README.md,
 
@@ -10,9 +10,10 @@ writes, between the two marker lines of README.md,
     <!-- icgd-status:end -->
 
 one row per experiment, from the newest `result.json` among the folders given (newest by the
-file's modification time, so the row shows the *last* run of that experiment). Everything outside
-the markers is kept byte for byte, and the file is replaced atomically. A seed ensemble's row
-gives each claim's pass rate over the seeds instead of one seed's verdicts.
+file's modification time, so the row shows the *last* run of that experiment); the rows of
+experiments not among the folders stay as they were, so reporting one new run updates its row
+only. Everything outside the markers is kept byte for byte, and the file is replaced atomically.
+A seed ensemble's row gives each claim's pass rate over the seeds instead of one seed's verdicts.
 """
 
 from __future__ import annotations
@@ -83,16 +84,35 @@ def status_row(entry: RunEntry) -> list[str]:
     ]
 
 
-def status_table(runs: list[RunEntry]) -> str:
-    """The Markdown table (header, rule, one row per experiment's last run)."""
-    rows = [status_row(e) for e in latest_per_experiment(runs)]
+def _kept_rows(block: str, replaced: set[str]) -> dict[str, str]:
+    """The rows of a previous table (`block`, the text between the markers) whose experiment is
+    not in `replaced`, by their first cell, e.g. "`looped-gd`"."""
+    kept = {}
+    for line in block.splitlines():
+        line = line.strip()
+        if not line.startswith("| `"):  # header, rule and anything else are rebuilt
+            continue
+        first = line[2:].split(" | ", 1)[0].strip()
+        if first not in replaced:
+            kept[first] = line
+    return kept
+
+
+def status_table(runs: list[RunEntry], previous: str = "") -> str:
+    """The Markdown table (header, rule, one row per experiment, by name): the newest run given of
+    each experiment, and the rows of `previous` (an earlier table) for the other experiments."""
+    rows = {}
+    for entry in latest_per_experiment(runs):
+        row = status_row(entry)
+        rows[row[0]] = "| " + " | ".join(_cell(c) for c in row) + " |"
+    rows = {**_kept_rows(previous, set(rows)), **rows}
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    lines += [rows[key] for key in sorted(rows)]
     return "\n".join(lines) + "\n"
 
 
-def replace_between_markers(text: str, table: str, where: str) -> str:
-    """`text` with everything between the `BEGIN` and `END` lines replaced by `table`."""
+def _block(text: str, where: str) -> tuple[int, int]:
+    """The span of the text between the `BEGIN` and `END` marker lines."""
     begin, end = text.find(BEGIN), text.find(END)
     if begin < 0 or end < 0 or end < begin:
         raise InputError(
@@ -100,8 +120,13 @@ def replace_between_markers(text: str, table: str, where: str) -> str:
         )
     if text.count(BEGIN) > 1 or text.count(END) > 1:
         raise InputError(where, f"the markers {BEGIN} / {END} must appear once each")
-    head = text[: begin + len(BEGIN)]
-    return head + "\n" + table + text[end:]
+    return begin + len(BEGIN), end
+
+
+def replace_between_markers(text: str, table: str, where: str) -> str:
+    """`text` with everything between the `BEGIN` and `END` lines replaced by `table`."""
+    start, end = _block(text, where)
+    return text[:start] + "\n" + table + text[end:]
 
 
 def _read(path: Path) -> str:
@@ -125,7 +150,9 @@ def update_readme(path: str | Path, runs: list[RunEntry]) -> Path:
     """Write the status table of `runs` between the markers of the Markdown file `path`."""
     path = Path(path)
     check_readme(path, runs)
-    updated = replace_between_markers(_read(path), status_table(runs), f"--readme {path}")
+    text, where = _read(path), f"--readme {path}"
+    start, end = _block(text, where)
+    updated = replace_between_markers(text, status_table(runs, text[start:end]), where)
     try:
         return atomic_write_text(path, updated)
     except OSError as exc:

@@ -92,6 +92,19 @@ def test_the_newest_run_of_each_experiment_fills_the_table(runs, tmp_path, cli):
     assert readme.read_text() == text  # rerunning changes nothing
 
 
+def test_rows_of_experiments_not_reported_are_kept(runs, tmp_path, cli):
+    other = "| `looped-gd` | Gatmiry et al. 2024 | 6/6 | passed | 0 | 90 s | `runs/x` |"
+    stale = "| `one-step-gd` | old | 0/4 | failed | 3 | 1 s | `runs/old` |"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}\n| header |\n|---|\n{stale}\n{other}\n{END}\n")
+    code, _, err = cli(["report", runs[1], "--out", tmp_path / "r.html", "--readme", readme])
+    assert code == 0, err
+    text = readme.read_text()
+    rows = table_rows(text)
+    assert [r[0] for r in rows] == ["`looped-gd`", "`one-step-gd`"]  # by name
+    assert other in text and stale not in text and rows[1][-1] == f"`{runs[1]}`"
+
+
 def test_the_readme_of_this_repository_has_the_markers():
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert text.count(BEGIN) == 1 and text.count(END) == 1
