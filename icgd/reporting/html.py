@@ -561,7 +561,7 @@ def _claims_figure(entries: list[RunEntry]) -> bytes | None:
         ax.set_xticks(range(len(entries)), labels, rotation=30 if len(entries) > 3 else 0,
                       ha="right" if len(entries) > 3 else "center", fontsize=7)  # fmt: skip
         ax.set_xlim(-0.6, len(entries) - 0.4)
-        ax.set(ylabel="claim value (its own units)", title=name)
+        ax.set(xlabel="run", ylabel="claim value (its own units)", title=name)
         if k == 0:
             ax.legend(fontsize=7)
     for k in range(len(names), rows * cols):

@@ -43,7 +43,8 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
         steps = [r["step"] for r in evals]
         ax.plot(steps, [r["leak_ratio"] for r in evals], label="leak ratio")
         ax.plot(steps, [r["gamma_rel_error"] for r in evals], label="‖Γ − Γ*‖_F / ‖Γ*‖_F")
-        ax.set(xlabel="step", yscale="log", title="convergence to one GD step with Γ*")
+        ax.set(xlabel="step", ylabel="relative error (no unit)", yscale="log",
+               title="convergence to one GD step with Γ*")  # fmt: skip
         ax.legend()
         paths.append(save(fig, out / "convergence.png"))
 

@@ -28,8 +28,9 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
                     ax.plot(m["depths"], m[f"{name}_{key}"], "o-", ms=3, color=color,
                             label=f"n = {n}, ε = {e:g}")  # fmt: skip
         titles = ("‖P − P*‖₁", "|J(P) − J(P*)|", "‖Pᵀ1 − 1/n‖₁")
-        for ax, title in zip(axes, titles, strict=True):
-            ax.set(xscale="log", yscale="log", xlabel="depth (layers)", title=title)
+        ylabels = ("plan error (mass)", "objective gap (cost units)", "marginal error (mass)")
+        for ax, title, ylabel in zip(axes, titles, ylabels, strict=True):
+            ax.set(xscale="log", yscale="log", xlabel="depth (layers)", ylabel=ylabel, title=title)
         axes[0].legend(fontsize=7)
         paths.append(save(fig, out / "error_vs_depth.png"))
 
