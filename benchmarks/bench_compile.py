@@ -1,4 +1,4 @@
-"""Training-step time, eager vs `torch.compile` (`train(..., compile=True)`), on CPU.
+"""Training-step time, eager vs `torch.compile` (`train(..., compile=True)`), CPU or GPU.
 
 Two models at their experiment's CPU preset, default batch size (128) and Adam:
 
@@ -22,7 +22,7 @@ first compiled update's time minus the median eager update's, on a cold inductor
 float reassociation (reported: the largest weight difference).
 
 Usage: python benchmarks/bench_compile.py [--threads 2] [--steps 200] [--warmup 10]
-       [--warm-cache] [--models looped,gpt]
+       [--warm-cache] [--models looped,gpt] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import time
 import warnings
 
 
-def _setup(kind: str):
+def _setup(kind: str, device: str):
     """(model factory, sampler, loss, eval batch) of one preset."""
     from icgd.core.rng import derive_seed, make_generator
     from icgd.experiments.causal import curriculum_sampler, gpt_loss
@@ -47,48 +47,52 @@ def _setup(kind: str):
 
     if kind == "looped":
         config = LoopedTransformerConfig()
-        task = config.task("cpu", config.torch_dtype)
+        task = config.task(device, config.torch_dtype)
 
         def make():
             init = make_generator(derive_seed(0, "init", "looped"), "cpu")
-            return LoopedTransformer(config.looped_config(), generator=init)
+            return LoopedTransformer(config.looped_config(), generator=init).to(device)
 
         loss, n_loops = _looped_loss, config.n_loops
     else:
         config = FunctionClassesConfig()
-        task = config.task("linear", ShiftConfig(), "cpu", config.torch_dtype)
+        task = config.task("linear", ShiftConfig(), device, config.torch_dtype)
 
         def make():
             init = make_generator(derive_seed(0, "init", "linear"), "cpu")
-            return GPT(config.gpt_config(), generator=init)
+            return GPT(config.gpt_config(), generator=init).to(device)
 
         loss, n_loops = gpt_loss, None
     sampler = curriculum_sampler(task, 0, None, None, n_loops)  # fixed shapes: no curriculum
-    eval_set = task.sample(256, make_generator(derive_seed(0, "eval"), "cpu"))
+    eval_set = task.sample(256, make_generator(derive_seed(0, "eval"), device))
     return make, sampler, loss, (eval_set.X, eval_set.y, n_loops), config.train
 
 
-def _bench(kind: str, steps: int, warmup: int) -> dict:
+def _bench(kind: str, steps: int, warmup: int, device: str) -> dict:
     """Train an eager and a compiled copy side by side; per-update seconds of each."""
     import torch
 
     from icgd.core.rng import make_generator
     from icgd.training.optim import make_optimizer
 
-    make, sampler, loss, _, preset = _setup(kind)
+    make, sampler, loss, _, preset = _setup(kind, device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sides = {}
     for name, fn in (("eager", loss), ("compiled", torch.compile(loss, dynamic=False))):
         model = make()
         params = [p for p in model.parameters() if p.requires_grad]
-        sides[name] = (model, fn, make_optimizer(params, preset.optimizer), make_generator(1))
+        optimizer = make_optimizer(params, preset.optimizer)
+        sides[name] = (model, fn, optimizer, make_generator(1, device))
     times: dict[str, list[float]] = {"eager": [], "compiled": []}
     for _ in range(warmup + steps):
         for name, (model, fn, optimizer, generator) in sides.items():
+            sync()
             start = time.perf_counter()
             batch = sampler(preset.batch_size, generator)  # same stream on both sides
             optimizer.zero_grad(set_to_none=True)
             fn(model, batch).backward()
             optimizer.step()
+            sync()
             times[name].append(time.perf_counter() - start)
     pairs = zip(sides["eager"][0].parameters(), sides["compiled"][0].parameters(), strict=True)
     max_diff = max(float((a - b).detach().abs().max()) for a, b in pairs)
@@ -116,6 +120,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--warm-cache", action="store_true", help="keep inductor's disk cache")
     parser.add_argument("--models", default="looped,gpt")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     if not args.warm_cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="icgd-bench-inductor-")
@@ -124,12 +129,13 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.steps} updates "
-          f"after {args.warmup} warm-up, eager and compiled alternating")  # fmt: skip
+    print(f"torch {torch.__version__}, {args.device}, {args.threads} threads, median of "
+          f"{args.steps} updates after {args.warmup} warm-up, eager and compiled "
+          "alternating")  # fmt: skip
     print(f"{'model':<8} {'eager ms':>9} {'compiled ms':>12} {'speed-up':>9} {'compile s':>10}")
     report = {}
     for kind in args.models.split(","):
-        r = report[kind] = _bench(kind, args.steps, args.warmup)
+        r = report[kind] = _bench(kind, args.steps, args.warmup, args.device)
         print(f"{kind:<8} {r['eager_ms']:>9.2f} {r['compiled_ms']:>12.2f} {r['speedup']:>8.2f}x "
               f"{r['compile_s']:>10.1f}")  # fmt: skip
     print(json.dumps(report))

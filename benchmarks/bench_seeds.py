@@ -15,7 +15,7 @@ median over rounds of seed-steps per second and the ratio stacked / sequential.
   the ratio stacking could reach if all the rest of a stacked step cost nothing (Amdahl's bound).
 
 Usage: python benchmarks/bench_seeds.py [--seeds 16] [--steps 40] [--rounds 2] [--threads 2]
-       [--batch 4096] [--profile-ops]
+       [--batch 4096] [--device cpu|cuda] [--json FILE]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 import torch
 
 
-def _calls(K: int, steps: int, batch: int, timer: dict):
+def _calls(K: int, steps: int, batch: int, timer: dict, device: str = "cpu"):
     from icgd.core.rng import derive_seed, make_generator
     from icgd.experiments.common import prompt_mse, regression_sampler
     from icgd.experiments.looped_gd import LoopedGDConfig
@@ -43,16 +43,20 @@ def _calls(K: int, steps: int, batch: int, timer: dict):
     calls = []
     for seed in range(K):
         task = LinearRegression(
-            base.task_config(), rotation_seed=derive_seed(seed, "rotation"), dtype=torch.float32
+            base.task_config(),
+            rotation_seed=derive_seed(seed, "rotation"),
+            dtype=torch.float32,
+            device=device,
         )
-        held_out = task.sample(1024, make_generator(derive_seed(seed, "eval")))
+        held_out = task.sample(1024, make_generator(derive_seed(seed, "eval"), device))
         model = LinearSelfAttention(
             LSAConfig(d=base.d, n_layers=base.loops, looped=True, parametrisation="sparse_u"),
-            generator=make_generator(derive_seed(seed, "init", "looped")),
-        )
+            generator=make_generator(derive_seed(seed, "init", "looped")),  # as the experiment
+        ).to(device)
 
         def progress(step: int, total: int, record: dict, seed=seed) -> None:
             if step in (1, total - 1):
+                _sync(device)  # a GPU's queued work belongs to the window
                 timer.setdefault(seed, {})[step] = time.perf_counter()
 
         calls.append(
@@ -61,7 +65,7 @@ def _calls(K: int, steps: int, batch: int, timer: dict):
                 regression_sampler(task),
                 prompt_mse,
                 train_config,
-                make_generator(derive_seed(seed, "train", "looped")),
+                make_generator(derive_seed(seed, "train", "looped"), device),
                 (held_out.prompt(), held_out.y_q),
                 progress=progress,
             )
@@ -69,21 +73,29 @@ def _calls(K: int, steps: int, batch: int, timer: dict):
     return calls
 
 
-def _sampling_seconds(K: int, batch: int, repeats: int = 5) -> tuple[float, float]:
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _sampling_seconds(K: int, batch: int, device: str, repeats: int = 5) -> tuple[float, float]:
     """Median seconds to draw one batch for each of K seeds: (one after another, thread pool)."""
     from icgd.training.ensemble import _BatchDrawer
 
-    calls = _calls(K, 4, batch, {})
+    calls = _calls(K, 4, batch, {}, device)
     alone, pooled = [], []
     with _BatchDrawer(calls, batch) as draw:
         draw()  # warm-up
         for _ in range(repeats):
+            _sync(device)
             start = time.perf_counter()
             for c in calls:
                 c.sample_batch(batch, c.generator)
+            _sync(device)
             alone.append(time.perf_counter() - start)
             start = time.perf_counter()
             draw()
+            _sync(device)
             pooled.append(time.perf_counter() - start)
     return statistics.median(alone), statistics.median(pooled)
 
@@ -101,6 +113,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -110,13 +123,13 @@ def main() -> None:
     stacked_rates, sequential_rates = [], []
     for _ in range(args.rounds):
         timer: dict = {}
-        outcome = train_stacked(_calls(K, S, args.batch, timer))
+        outcome = train_stacked(_calls(K, S, args.batch, timer, args.device))
         assert outcome.batched, outcome.reason
         window = timer[0][S - 1] - timer[0][1]
         stacked_rates.append(K * (S - 2) / window)
 
         timer = {}
-        for call in _calls(K, S, args.batch, timer):
+        for call in _calls(K, S, args.batch, timer, args.device):
             call.run_alone()
         sequential_rates.append(K * (S - 2) / _measured(timer, S))
         print(
@@ -125,12 +138,13 @@ def main() -> None:
             flush=True,
         )
     stacked, sequential = statistics.median(stacked_rates), statistics.median(sequential_rates)
-    sample_alone, sample_pooled = _sampling_seconds(K, args.batch)
+    sample_alone, sample_pooled = _sampling_seconds(K, args.batch, args.device)
     report = {
         "seeds": K,
         "steps_timed_per_seed": S - 2,
         "batch_size": args.batch,
         "threads": args.threads,
+        "device": args.device,
         "stacked_seed_steps_per_s": stacked,
         "sequential_seed_steps_per_s": sequential,
         "ratio": stacked / sequential,
