@@ -79,16 +79,22 @@ def test_claims_pass_on_good_metrics_and_fail_one_by_one():
     assert not exp.check(adam, GOOD | {"steps_to_perfect_b": 20001})[1].passed
 
 
+def tiny_mode_a() -> tuple[DecisionLists, Population, DecisionListAttention, dict]:
+    """Mode (a) on the exact population of L = 4, n = 3, M = 2 in float64: the task, the
+    population, the model with V = 20·P fixed, and W = 0."""
+    config = DecisionListsExperimentConfig(L=4, n=3, M=2)
+    task = DecisionLists(config.task_config(), dtype=torch.float64)
+    model = DecisionListAttention(DecisionListAttentionConfig(L=4), dtype=torch.float64)
+    model.requires_grad_(False).set_weights(V=20.0 * task.P)
+    return task, Population(task), model, {"W": torch.zeros(4, 4, dtype=torch.float64)}
+
+
 def test_gd_on_w_only_learns_a_tiny_exact_population():
     """Mode (a) by hand: V = cP fixed, GD on W from 0 reaches perfect classification, and the
     recorded loss decreases."""
-    config = DecisionListsExperimentConfig(L=4, n=3, M=2)
-    task = DecisionLists(config.task_config(), dtype=torch.float64)
-    pop = Population(task)
+    task, pop, model, W0 = tiny_mode_a()
     assert pop.weights.sum().item() == pytest.approx(1.0)
-    model = DecisionListAttention(DecisionListAttentionConfig(L=4), dtype=torch.float64)
-    model.requires_grad_(False).set_weights(V=20.0 * task.P)
-    out = run_gd(model, {"W": torch.zeros(4, 4, dtype=torch.float64)}, pop, 0.05, 600, 100)
+    out = run_gd(model, W0, pop, 0.05, 600, 100)
     losses = out["curve"]["loss"]
     assert losses[-1] < losses[0]
     assert out["first_perfect"] is not None and out["curve"]["perfect"][-1] == 1.0
@@ -102,12 +108,7 @@ def test_reading_the_device_state_late_changes_nothing(bad_step, monkeypatch):
     of that step). Forced here on CPU."""
     import icgd.experiments.decision_list_fits as fits
 
-    config = DecisionListsExperimentConfig(L=4, n=3, M=2)
-    task = DecisionLists(config.task_config(), dtype=torch.float64)
-    pop = Population(task)
-    model = DecisionListAttention(DecisionListAttentionConfig(L=4), dtype=torch.float64)
-    model.requires_grad_(False).set_weights(V=20.0 * task.P)
-    W0 = {"W": torch.zeros(4, 4, dtype=torch.float64)}
+    task, pop, model, W0 = tiny_mode_a()
     loss = fits.sequence_loss
 
     def both(every_step: bool) -> list[dict]:
@@ -145,12 +146,7 @@ def test_local_step_rule_follows_the_curvature_and_sums_the_time():
     """The local rule re-measures λ_max every `every` steps and steps with 1/λ_max(θ_t): the
     gradient-flow time is the sum of the steps actually taken, the steps grow as the loss
     flattens (λ_max falls from the steep start), and the largest η·λ_max met is reported."""
-    config = DecisionListsExperimentConfig(L=4, n=3, M=2)
-    task = DecisionLists(config.task_config(), dtype=torch.float64)
-    pop = Population(task)
-    model = DecisionListAttention(DecisionListAttentionConfig(L=4), dtype=torch.float64)
-    model.requires_grad_(False).set_weights(V=20.0 * task.P)
-    W0 = {"W": torch.zeros(4, 4, dtype=torch.float64)}
+    task, pop, model, W0 = tiny_mode_a()
     curvature = Curvature(model, pop, iters=200, seed=0, tag="test")
     lam0 = curvature(W0)
     out = run_gd(model, W0, pop, 1 / lam0, 200, 10, curvature=curvature, every=50)
