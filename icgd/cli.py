@@ -365,7 +365,9 @@ def report(
         console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     console.print(f"report: {path}", highlight=False)
     if readme is not None:
-        console.print(f"status table: {update_readme(readme, runs)}", highlight=False)
+        from icgd.experiments import papers
+
+        console.print(f"status table: {update_readme(readme, runs, papers())}", highlight=False)
 
 
 _INTERRUPTED = (

@@ -1,6 +1,7 @@
 """Experiments: one module per paper's claim check, registered by name.
 
 `load_all()` imports every experiment module so the registry is filled; `import icgd` does not.
+`papers()`: each registered experiment's name → the paper it reproduces (its `paper`).
 """
 
 from __future__ import annotations
@@ -25,3 +26,11 @@ MODULES = (
 def load_all() -> None:
     for module in MODULES:
         importlib.import_module(module)
+
+
+def papers() -> dict[str, str]:
+    """Experiment name → the paper whose claims it checks, for every registered experiment."""
+    from icgd.core.registry import get, names
+
+    load_all()
+    return {name: str(get(name).paper) for name in names()}  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ A seed ensemble's row gives each claim's pass rate over the seeds instead of one
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from icgd.core.errors import InputError
@@ -27,18 +28,6 @@ from icgd.reporting.html import RunEntry
 BEGIN = "<!-- icgd-status:begin -->"
 END = "<!-- icgd-status:end -->"
 HEADERS = ["experiment", "paper", "claims passed", "status", "seed", "run time", "run folder"]
-
-
-def paper_of(experiment: str) -> str:
-    """The paper an experiment reproduces (its class's `paper`), '' for an unknown name."""
-    from icgd.core.registry import get
-    from icgd.experiments import load_all
-
-    load_all()
-    try:
-        return str(getattr(get(experiment), "paper", ""))
-    except InputError:
-        return ""
 
 
 def latest_per_experiment(runs: list[RunEntry]) -> list[RunEntry]:
@@ -56,8 +45,9 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def status_row(entry: RunEntry) -> list[str]:
-    """`HEADERS` for one run folder or seed ensemble."""
+def status_row(entry: RunEntry, papers: Mapping[str, str]) -> list[str]:
+    """`HEADERS` for one run folder or seed ensemble; `papers` maps experiment names to the
+    paper each reproduces ('' for a name it lacks)."""
     result = entry.result
     claims = result.claims
     if result.seeds is not None:
@@ -75,7 +65,7 @@ def status_row(entry: RunEntry) -> list[str]:
     wall = result.provenance.wall_seconds
     return [
         f"`{result.experiment}`",
-        paper_of(result.experiment),
+        papers.get(result.experiment, ""),
         passed,
         status,
         seed,
@@ -98,12 +88,12 @@ def _kept_rows(block: str, replaced: set[str]) -> dict[str, str]:
     return kept
 
 
-def status_table(runs: list[RunEntry], previous: str = "") -> str:
+def status_table(runs: list[RunEntry], papers: Mapping[str, str], previous: str = "") -> str:
     """The Markdown table (header, rule, one row per experiment, by name): the newest run given of
     each experiment, and the rows of `previous` (an earlier table) for the other experiments."""
     rows = {}
     for entry in latest_per_experiment(runs):
-        row = status_row(entry)
+        row = status_row(entry, papers)
         rows[row[0]] = "| " + " | ".join(_cell(c) for c in row) + " |"
     rows = {**_kept_rows(previous, set(rows)), **rows}
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
@@ -146,13 +136,15 @@ def check_readme(path: str | Path, runs: list[RunEntry]) -> None:
     replace_between_markers(_read(Path(path)), "", f"--readme {path}")
 
 
-def update_readme(path: str | Path, runs: list[RunEntry]) -> Path:
-    """Write the status table of `runs` between the markers of the Markdown file `path`."""
+def update_readme(path: str | Path, runs: list[RunEntry], papers: Mapping[str, str]) -> Path:
+    """Write the status table of `runs` between the markers of the Markdown file `path`
+    (`papers`: experiment name → paper, from the experiment registry, which the caller reads:
+    reporting imports nothing above core)."""
     path = Path(path)
     check_readme(path, runs)
     text, where = _read(path), f"--readme {path}"
     start, end = _block(text, where)
-    updated = replace_between_markers(text, status_table(runs, text[start:end]), where)
+    updated = replace_between_markers(text, status_table(runs, papers, text[start:end]), where)
     try:
         return atomic_write_text(path, updated)
     except OSError as exc:

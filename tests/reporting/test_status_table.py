@@ -126,8 +126,8 @@ def test_bad_readme_is_a_one_line_error_and_nothing_is_written(case, runs, tmp_p
 
 
 def test_every_experiment_names_its_paper():
-    from icgd.core.registry import get, names
+    from icgd.core.registry import names
+    from icgd.experiments import papers
 
-    for name in names():
-        paper = getattr(get(name), "paper", "")
-        assert isinstance(paper, str) and paper.strip(), name
+    assert sorted(papers()) == names()
+    assert all(paper.strip() for paper in papers().values())
