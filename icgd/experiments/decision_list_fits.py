@@ -112,8 +112,7 @@ class _Watch:
         self.bad: tuple[Tensor, Tensor, Tensor] | None = None  # (loss, perfect, time) there
         self.now: tuple[Tensor, Tensor] | None = None  # this step's (loss, perfect mass)
         self.pending: list[tuple[int, Tensor, Tensor, float, Any]] = []
-        self.curve: dict[str, list] = {"step": [], "loss": [], "perfect": [], "time": []}
-        self.curve["track"] = []
+        self.curve: dict[str, list] = {k: [] for k in ("step", "loss", "perfect", "time", "track")}
 
     def observe(self, step: int, loss: Tensor, every: Tensor, mass: Tensor, time: float) -> None:
         """One step's loss and `perfect_mass`, before its update; `time` its gradient-flow time."""
@@ -158,7 +157,7 @@ class _Watch:
             self._append(bad_step, loss, mass, time, track(params) if track else None)
         return ok
 
-    def due(self, step: int, logs: bool) -> bool:
+    def due(self, logs: bool) -> bool:
         """Whether the host reads after this step."""
         return self.every_step or logs
 
@@ -219,7 +218,7 @@ def run_gd(
         logs = step % log_every == 0 or step == steps
         if logs:
             watch.log(step, time, params if track is not None else None)
-        if (watch.due(step, logs) and not watch.read(params, track)) or step == steps:
+        if (watch.due(logs) and not watch.read(params, track)) or step == steps:
             break
         ok = watch.ok  # after a non-finite loss the weights stay those of that step
         params = {k: torch.where(ok, v - eta * grads[k], v).detach() for k, v in params.items()}
@@ -270,7 +269,7 @@ def run_adam(
         logs = step % log_every == 0 or step == steps
         if logs:
             watch.log(step, math.nan)
-        if (watch.due(step, logs) and not watch.read(detached)) or step == steps:
+        if (watch.due(logs) and not watch.read(detached)) or step == steps:
             break
         before = {k: v.clone() for k, v in detached.items()}  # `detached` shares their storage
         optim.zero_grad(set_to_none=True)
