@@ -5,7 +5,7 @@
 - each seed k runs the experiment's ordinary `run_experiment` with `seed=k` into `run_dir/seed{k}/`
   (a normal run folder: config, result.json, checkpoints, metrics.jsonl), in its own thread;
 - while those threads run, every `train(...)` call they make is handed to a
-  `icgd.training.ensemble.Rendezvous`: the coordinating (calling) thread waits until every seed
+  `icgd.training.rendezvous.Rendezvous`: the coordinating (calling) thread waits until every seed
   still running has a call pending, then trains them together — stacked parameters,
   `torch.func.vmap` over the seeds — and hands each thread its own `TrainResult`. An experiment
   that trains several models in turn (looped-gd: a looped, then a stacked model) does so round by
@@ -43,7 +43,7 @@ from icgd.core.io import atomic_write_text
 from icgd.core.results import Claim, Provenance, Result, SeedsSummary, read_result, write_result
 from icgd.experiments.base import ExperimentConfig
 from icgd.experiments.runner import load_resumable, prepare_run_dir, run_experiment
-from icgd.training.ensemble import EnsembleAborted, Rendezvous
+from icgd.training.rendezvous import EnsembleAborted, Rendezvous
 
 _FORMS = "allowed forms: 0-15, 0,3,7, 0-3,8 (non-negative integers, ranges inclusive)"
 _MAX_SEEDS = 4096

@@ -38,10 +38,9 @@ steps, or a probe `vmap` of the loss on the eval batches fails (data-dependent c
 `.item()`) — the calls run one after the other through plain `train`, and the outcome says so
 (`EnsembleOutcome.batched = False`, with the reason).
 
-`Rendezvous` lets unmodified experiments use this: each seed's experiment runs in its own thread,
-and `train` (a few lines at its top) hands its arguments to the thread's rendezvous seat instead
-of training; the coordinating thread collects one call from every seed still running, trains them
-together, and hands each thread its `TrainResult` (see `icgd.experiments.seeds`).
+`icgd.training.rendezvous.Rendezvous` lets unmodified experiments use this: each seed's experiment
+runs in its own thread, and `train` hands its arguments to the thread's rendezvous seat, which
+collects one call from every seed still running and trains them here together.
 
 Buffers are stacked and passed through `functional_call`, but a model that updates its buffers in
 `forward` (batch-norm statistics) is not supported: the updates are not copied back.
@@ -52,7 +51,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -71,6 +69,7 @@ from icgd.training.checkpoint import (
     save_checkpoint,
 )
 from icgd.training.config import TrainConfig
+from icgd.training.guard import DivergenceGuard
 from icgd.training.loop import (
     _RESERVED_KEYS,
     STATE_FORMAT,
@@ -85,14 +84,7 @@ from icgd.training.loop import (
 )
 from icgd.training.optim import make_optimizer, make_scheduler
 
-__all__ = [
-    "EnsembleAborted",
-    "EnsembleOutcome",
-    "Rendezvous",
-    "TrainCall",
-    "seat_of_this_thread",
-    "train_stacked",
-]
+__all__ = ["EnsembleOutcome", "TrainCall", "signature", "train_stacked"]
 
 
 @dataclass
@@ -513,16 +505,10 @@ class _StackedRun:
             history = [r for r in records[k] if r["kind"] == "eval"]
             return TrainResult("diverged", done, history, final, message)
 
-        # Sync-free divergence check, per seed (as `train`; module docstring): device-side state of
-        # the updates since the host last read `good`.
+        # Sync-free divergence check, per seed (as `train`; module docstring).
         device = params[0].device
-        saved = [p.detach().clone() for p in params]  # each seed's last good weights
+        guard = DivergenceGuard(params, next_update=step, seeds=K)
         frozen = [False] * K  # host view: seeds that stopped (kept at their weights)
-        good = torch.ones(K, dtype=torch.bool, device=device)  # seed k's updates were all finite
-        bad_at = torch.full((K,), -1, dtype=torch.long, device=device)  # first bad update of k
-        bad_checked: Tensor | None = None  # (K, C): `checked` of each seed's first bad update
-        t_dev = torch.full((), step, dtype=torch.long, device=device)  # index of the next update
-        unverified_lrs: list[float] = []  # the lr of each update since the host last read `good`
         every_step = _checks_every_step(device)
         grad_names: list[str] = []
         batched_loss: Callable | None = None
@@ -530,27 +516,24 @@ class _StackedRun:
         def freeze(k: int) -> None:
             """Stop seed k at its current weights (every later update of it is undone)."""
             frozen[k] = True
-            good[k] = False
-            with torch.no_grad():
-                for kept, p in zip(saved, params, strict=True):
-                    kept[k] = p[k]
+            guard.stop(k)
 
         def read_good(active: list[int]) -> list[int]:
             """The host sync: stop the seeds whose updates since the last read went non-finite;
             return those seeds."""
-            newly = [k for k, ok in zip(range(K), good.tolist(), strict=True) if not ok]
-            newly = [k for k in newly if k in active]
+            good = guard.good.tolist()
+            newly = [k for k in active if not good[k]]
             if newly:
-                assert bad_checked is not None
-                at = bad_at.tolist()
+                assert guard.bad_checked is not None
+                at = guard.bad_at.tolist()
             for k in newly:
                 t = at[k]  # 0-based: t updates of seed k were good
-                lr = unverified_lrs[len(unverified_lrs) - (step - t)]
-                checked_k = bad_checked[k]  # type: ignore[index]
-                what = _what_diverged(checked_k[0], grad_names, checked_k, param_names, lr)
+                checked = guard.bad_checked[k]  # type: ignore[index]
+                lr = guard.lr_of(t, step)
+                what = _what_diverged(checked[0], grad_names, checked, param_names, lr)
                 frozen[k] = True
                 results[k] = diverged(k, t, what)
-            unverified_lrs.clear()
+            guard.verified()
             return newly
 
         with contextlib.ExitStack() as stack:
@@ -619,21 +602,9 @@ class _StackedRun:
                         ],
                         dim=1,
                     )
-                    ok = torch.isfinite(checked).all(dim=1)  # (K,)
-                    first_bad = good & ~ok
-                    bad_at = torch.where(first_bad, t_dev, bad_at)
-                    if bad_checked is None:
-                        bad_checked = torch.zeros_like(checked)
-                    bad_checked = torch.where(first_bad[:, None], checked, bad_checked)
-                    good &= ok
-                    for kept, p in zip(saved, params, strict=True):  # frozen from a bad update on
-                        keep = good.reshape(-1, *([1] * (p.ndim - 1)))
-                        p.copy_(torch.where(keep, p, kept))
-                        kept.copy_(p)
-                    t_dev += 1
+                guard.update(checked, lr)
                 scheduler.step()
                 step += 1
-                unverified_lrs.append(lr)
                 logs = step % log_every == 0
                 evals = step % config.eval_every == 0 or step == total
                 at_checkpoint = step % config.checkpoint_every == 0 or step == total
@@ -742,123 +713,3 @@ def _clip_per_seed_(grads: list[Tensor], norms: Tensor, max_norm: float) -> None
     for i, g in enumerate(grads):
         scale = (max_norm / norms[:, i]).clamp(max=1.0).to(g.dtype)  # (K,)
         g.mul_(scale.reshape(-1, *([1] * (g.ndim - 1))))
-
-
-# ----------------------------------------------------------------------------- the rendezvous
-
-
-class EnsembleAborted(RuntimeError):
-    """Raised in a seed's thread when the ensemble stops because of another seed's failure."""
-
-
-_local = threading.local()
-
-
-@dataclass(frozen=True)
-class _Seat:
-    rendezvous: Rendezvous
-    index: int
-
-    def train(self, model, sample_batch, loss_fn, config, **kwargs) -> TrainResult:
-        call = TrainCall(model, sample_batch, loss_fn, config, **kwargs)
-        return self.rendezvous.submit(self.index, call)
-
-
-def seat_of_this_thread() -> _Seat | None:
-    """The rendezvous seat of the current thread, if it is a seed of an active ensemble."""
-    return getattr(_local, "seat", None)
-
-
-class Rendezvous:
-    """Collects the `train` calls of K seed threads and runs them together.
-
-    Protocol: seed thread k runs `with rendezvous.seated(k): <the experiment>`; every `train`
-    call inside becomes `submit(k, call)`, which blocks until the coordinator has run it. The
-    coordinating thread runs `serve()`: whenever every seat still occupied has a pending call,
-    it takes them all, groups them by `signature` (structurally different models run one group
-    after another) and runs each group with `train_stacked`. A seat is left when its experiment
-    returns or raises, so a seed that trains fewer models (or none) never blocks the others.
-    `abort(exc)` makes every waiting and later `submit` raise (the seeds then stop).
-    """
-
-    def __init__(self, n_seats: int) -> None:
-        self._cond = threading.Condition()
-        self._seated = set(range(n_seats))
-        self._pending: dict[int, TrainCall] = {}
-        self._results: dict[int, TrainResult | BaseException] = {}
-        self._abort: BaseException | None = None
-        self.batched_calls = [0] * n_seats  # per seat: calls trained stacked
-        self.sequential_calls = [0] * n_seats  # per seat: calls trained one after another
-        self.reasons: list[str] = []  # why some calls were not stacked
-
-    @contextlib.contextmanager
-    def seated(self, index: int):
-        _local.seat = _Seat(self, index)
-        try:
-            yield
-        finally:
-            _local.seat = None
-            with self._cond:
-                self._seated.discard(index)
-                self._cond.notify_all()
-
-    def submit(self, index: int, call: TrainCall) -> TrainResult:
-        with self._cond:
-            if self._abort is not None:
-                raise self._abort
-            self._pending[index] = call
-            self._cond.notify_all()
-            while index not in self._results:
-                self._cond.wait()
-            result = self._results.pop(index)
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
-    def abort(self, exc: BaseException) -> None:
-        with self._cond:
-            if self._abort is None:
-                self._abort = exc
-            for index in self._pending:
-                self._results[index] = exc
-            self._pending.clear()
-            self._cond.notify_all()
-
-    def serve(self, poll_seconds: float = 0.1) -> None:
-        """Run the seats' train calls until every seat is left (call from the coordinating
-        thread; with a timeout on each wait so that Ctrl-C reaches it)."""
-        while True:
-            with self._cond:
-                while self._seated and set(self._pending) != self._seated:
-                    self._cond.wait(poll_seconds)
-                if not self._seated:
-                    return
-                group = dict(sorted(self._pending.items()))
-                self._pending.clear()
-            self._run(group)
-
-    def _run(self, group: dict[int, TrainCall]) -> None:
-        buckets: dict[tuple, list[int]] = {}
-        for index, call in group.items():
-            buckets.setdefault(signature(call), []).append(index)
-        for indices in buckets.values():
-            try:
-                outcome = train_stacked([group[i] for i in indices])
-            except BaseException as exc:
-                with self._cond:
-                    for i in group:
-                        if i not in self._results:
-                            self._results[i] = exc
-                    self._cond.notify_all()
-                raise
-            for i in indices:
-                if outcome.batched:
-                    self.batched_calls[i] += 1
-                else:
-                    self.sequential_calls[i] += 1
-            if not outcome.batched and len(indices) > 1:
-                self.reasons.append(outcome.reason)
-            with self._cond:
-                for i, result in zip(indices, outcome.results, strict=True):
-                    self._results[i] = result
-                self._cond.notify_all()

@@ -83,6 +83,7 @@ from icgd.training.checkpoint import (
     save_checkpoint,
 )
 from icgd.training.config import TrainConfig
+from icgd.training.guard import DivergenceGuard
 from icgd.training.optim import clip_per_matrix_, make_optimizer, make_scheduler
 
 STATE_FORMAT = 1
@@ -286,7 +287,7 @@ def train(
 
     Returns a `TrainResult`; raises `InputError` for a bad or mismatched checkpoint on resume.
     """
-    from icgd.training.ensemble import seat_of_this_thread  # late: ensemble imports this module
+    from icgd.training.rendezvous import seat_of_this_thread  # late: it imports this module
 
     if (seat := seat_of_this_thread()) is not None:  # a seed of an ensemble: train stacked
         kw = {"generator": generator, "eval_batch": eval_batch, "run_dir": run_dir}
@@ -375,26 +376,20 @@ def train(
         history = [r for r in records if r["kind"] == "eval"]
         return TrainResult("diverged", done, history, final, message)
 
-    # Sync-free divergence check (module docstring): device-side state of the updates since the
-    # host last read `good`.
+    # Sync-free divergence check (module docstring).
     device = params[0].device
     names = [n for n, _ in named]
-    saved = [p.detach().clone() for p in params]  # the last good weights
-    good = torch.ones((), dtype=torch.bool, device=device)  # every update so far was finite
-    bad_at = torch.full((), -1, dtype=torch.long, device=device)  # 0-based index of the first bad
-    bad_checked: Tensor | None = None  # `checked` of the first bad update
-    t_dev = torch.full((), step, dtype=torch.long, device=device)  # index of the next update
+    guard = DivergenceGuard(params, next_update=step)
     zero = torch.zeros((), dtype=torch.float32, device=device)  # norm of a missing gradient
-    unverified_lrs: list[float] = []  # the lr of each update since the host last read `good`
     every_step = _checks_every_step(device)
     step_loss = torch.compile(loss_fn, dynamic=False) if compile else loss_fn
 
     def diverged_update() -> TrainResult:
         """`diverged` for the first bad update, once the host has read `good` as false."""
-        assert bad_checked is not None
-        t = int(bad_at)  # 0-based: t updates were good
-        lr = unverified_lrs[len(unverified_lrs) - (step - t)]
-        what = _what_diverged(bad_checked[0], names, bad_checked, names, lr)
+        checked = guard.bad_checked
+        assert checked is not None
+        t = int(guard.bad_at)  # 0-based: t updates were good
+        what = _what_diverged(checked[0], names, checked, names, guard.lr_of(t, step))
         return diverged(t, what)
 
     limit = _recompile_limit(64) if compile else contextlib.nullcontext()
@@ -435,29 +430,18 @@ def train(
             optimizer.step()
             with torch.no_grad():
                 checked = torch.cat([loss.detach().reshape(1), grad_norms, _norms(params)])
-                ok = torch.isfinite(checked).all()
-                first_bad = good & ~ok
-                bad_at = torch.where(first_bad, t_dev, bad_at)
-                if bad_checked is None:
-                    bad_checked = torch.zeros_like(checked)
-                bad_checked = torch.where(first_bad, checked, bad_checked)
-                good &= ok
-                for kept, p in zip(saved, params, strict=True):  # frozen from a bad update on
-                    p.copy_(torch.where(good, p, kept))
-                    kept.copy_(p)
-                t_dev += 1
+            guard.update(checked, lr)
             scheduler.step()
             step += 1
-            unverified_lrs.append(lr)
             logs = step % log_every == 0
             evals = step % config.eval_every == 0 or step == total
             at_checkpoint = step % config.checkpoint_every == 0 or step == total
             saves = run_dir is not None and at_checkpoint
             draws = board is not None and at_checkpoint  # weight heat maps
             if every_step or logs or evals or saves or draws:
-                if not bool(good):  # the host sync; never before a log, eval or checkpoint
+                if not bool(guard.good):  # the host sync; never before a log, eval or checkpoint
                     return diverged_update()
-                unverified_lrs.clear()
+                guard.verified()
 
             if logs:
                 grad_norm = torch.linalg.vector_norm(grad_norms)
