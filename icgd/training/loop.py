@@ -23,7 +23,7 @@ it), the checkpoint on disk is left as it was, and `train` returns `status="dive
 message naming the step and the quantity. The check reads one norm per tensor (a tensor is finite
 iff its norm is; a norm that overflows counts as non-finite).
 
-The check runs on the device, without a host sync per step (a GPU is never stalled by it). The
+The check runs on the device (`icgd.training.guard`), without a host sync per step. The
 loop keeps a device boolean `good` (every update so far was finite), a copy of the last good
 weights, the 0-based index of the first bad update and that update's vector of checked norms.
 After each optimizer step: `ok = isfinite([loss, grad norms, weight norms]).all()`,

@@ -105,6 +105,29 @@ def test_rows_of_experiments_not_reported_are_kept(runs, tmp_path, cli):
     assert other in text and stale not in text and rows[1][-1] == f"`{runs[1]}`"
 
 
+def test_a_seed_ensemble_row_gives_pass_rates_and_its_seeds(runs, tmp_path, cli):
+    """Seeds 0 and 3, each from a real tiny run: seed 0 passes every claim, seed 3 all but the
+    first, so all but one claim pass on every seed."""
+    from icgd.experiments.one_step_gd import OneStepGDConfig
+    from icgd.experiments.seeds import aggregate
+
+    old, new = runs
+    results = [read_result(old / "result.json"), read_result(new / "result.json")]
+    config = OneStepGDConfig.model_validate(results[0].config)
+    folder = tmp_path / "ens"
+    folder.mkdir()
+    ensemble = aggregate("one-step-gd", config, [0, 3], results, wall_seconds=1.0, batched=True)
+    write_result(folder / "result.json", ensemble)
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    code, _, err = cli(["report", folder, "--out", tmp_path / "r.html", "--readme", readme])
+    assert code == 0, err
+    (row,) = table_rows(readme.read_text())
+    n = len(results[0].claims)
+    assert row[2] == f"{n - 1}/{n} on every seed (mean pass rate {(n - 0.5) / n:.0%})"
+    assert row[4] == "0,3 (2)"
+
+
 def test_the_readme_of_this_repository_has_the_markers():
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert text.count(BEGIN) == 1 and text.count(END) == 1
