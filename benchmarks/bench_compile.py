@@ -39,9 +39,10 @@ import warnings
 def _setup(kind: str, device: str):
     """(model factory, sampler, loss, eval batch) of one preset."""
     from icgd.core.rng import derive_seed, make_generator
-    from icgd.experiments.causal import curriculum_sampler, gpt_loss
+    from icgd.experiments.common.causal import curriculum_sampler, gpt_loss
     from icgd.experiments.function_classes import FunctionClassesConfig
-    from icgd.experiments.looped_transformer import LoopedTransformerConfig, _looped_loss
+    from icgd.experiments.looped_transformer import LoopedTransformerConfig
+    from icgd.experiments.looped_transformer.experiment import _looped_loss
     from icgd.models import GPT, LoopedTransformer
     from icgd.tasks import ShiftConfig
 

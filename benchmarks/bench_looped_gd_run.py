@@ -13,9 +13,8 @@ from pathlib import Path
 
 import torch
 
-from icgd.experiments import load_all
-from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
-from icgd.reporting.figures import draw_figures
+from icgd.experiments.figures import draw_figures
+from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 TARGET_SECONDS = 120.0
 
@@ -24,7 +23,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", nargs="*", default=[], dest="overrides")
     args = parser.parse_args()
-    load_all()
     config = resolve_config("looped-gd", overrides=args.overrides)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = prepare_run_dir("looped-gd", config, Path(tmp) / "run")

@@ -1,9 +1,9 @@
 """Run one experiment for several seeds in one process and read each claim's pass rate.
 
-`run_seeds` runs every seed's ordinary run in its own thread into `seed{k}/` and trains the seeds
+`icgd.run(name, seeds=...)` runs every seed's ordinary run into `seed{k}/` and trains the seeds
 together (stacked parameters, `torch.func.vmap`); each seed's numbers equal its single run. The
 ensemble's `result.json` holds each metric's mean/std/min/max and, in `result.seeds`, each claim's
-per-seed verdicts and pass rate. The equivalent command line:
+per-seed verdicts and pass rate; `run.seeds[k]` is seed k's own run. The equivalent command line:
 
     icgd run one-step-gd --seeds 0-2 --set train.steps=300 ... --out FOLDER
 
@@ -16,9 +16,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from icgd.experiments import load_all
-from icgd.experiments.runner import resolve_config
-from icgd.experiments.seeds import prepare_ensemble_dir, run_seeds
+import icgd
 
 SMALL = [  # a few seconds a seed on one CPU thread (the default trains 2000 steps)
     "train.steps=300",
@@ -41,13 +39,10 @@ TINY = [  # the test suite's size: the numbers are not meaningful
 def main(tiny: bool = False, out: str | Path | None = None, seeds=(0, 1, 2)) -> dict:
     """Run the ensemble into `out` (a temporary folder by default); returns
     {"status", "pass_rate": {claim: rate}, "loss": (mean, std)}."""
-    load_all()
-    config = resolve_config("one-step-gd", overrides=TINY if tiny else SMALL)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(out) if out is not None else Path(tmp) / "ensemble"
-        config = type(config).model_validate(config.model_dump(mode="json") | {"seeds": seeds})
-        run_dir = prepare_ensemble_dir("one-step-gd", config, folder)
-        result = run_seeds("one-step-gd", config, list(seeds), run_dir)
+        run = icgd.run("one-step-gd", TINY if tiny else SMALL, seeds=list(seeds), out=folder)
+        result = run.result
 
     summary = result.seeds
     print(f"one-step-gd, seeds {summary.seeds}: {result.status} (statuses {summary.status})")

@@ -1,13 +1,11 @@
-"""Run a small sweep from Python and print its table — what `icgd sweep` does, step by step.
+"""Run a small sweep from Python and print its table — what `icgd sweep` does.
 
 The sweep here is over `one-step-gd` (Ahn et al. 2023: one trained LSA layer is one GD step with
 the optimal preconditioner Γ*), varying the context length n and Adam's learning rate. Every
 point is a normal run folder; the tables are read back from those folders only.
 
-    plan_sweep(name, base_config, ["n=10,20", ...], out=folder)   # validate every point
-    prepare_sweep_dir(plan)                                      # writes sweep.yaml
-    run_sweep_local(plan, max_concurrent=1)                      # skips finished points
-    collect_rows(plan) / write_tables(plan)                      # sweep.json, sweep.csv
+    outcome = icgd.sweep(name, ["n=10,20", ...], overrides, out=folder)   # sweep.json, .csv
+    json.loads(outcome.tables[0].read_text())["rows"]                      # one row a point
 
 Rerunning with the same folder skips the finished points. The equivalent command line:
 
@@ -19,18 +17,11 @@ Run:  python examples/sweep_from_python.py [--tiny] [--out FOLDER]
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
-from icgd.experiments import load_all
-from icgd.experiments.runner import resolve_config
-from icgd.experiments.sweep import (
-    collect_rows,
-    plan_sweep,
-    prepare_sweep_dir,
-    run_sweep_local,
-    write_tables,
-)
+import icgd
 
 # A short training budget: a few seconds a point on one CPU thread (the default is 2000 steps).
 SMALL = [
@@ -55,25 +46,24 @@ SHOWN = ["metrics.loss", "metrics.loss_theory_held_out", "metrics.gamma_rel_erro
 
 def main(tiny: bool = False, out: str | Path | None = None) -> list[dict]:
     """Run the 2×2 sweep into `out` (a temporary folder by default); returns the table's rows."""
-    load_all()  # register the experiments
-    base = resolve_config("one-step-gd", overrides=TINY if tiny else SMALL)
+
+    def report(point, event: str, status: str, message: str) -> None:
+        if event in ("finished", "skipped", "error"):
+            print(f"  {point.folder}: {status} {message}".rstrip())
+
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(out) if out is not None else Path(tmp) / "sweep"
-        plan = plan_sweep("one-step-gd", base, GRID, out=folder)
-        prepare_sweep_dir(plan)
-
-        def report(point, event: str, status: str, message: str) -> None:
-            if event in ("finished", "skipped", "error"):
-                print(f"  {point.folder}: {status} {message}".rstrip())
-
-        run_sweep_local(plan, max_concurrent=1, report=report)
-        write_tables(plan)  # sweep.json and sweep.csv beside the point folders
-        columns, rows = collect_rows(plan)
+        outcome = icgd.sweep(
+            "one-step-gd", GRID, TINY if tiny else SMALL, out=folder, report=report
+        )
+        table = json.loads(outcome.tables[0].read_text())  # sweep.json
+        columns, rows = table["columns"], table["rows"]
+        keys_of_grid = [axis["key"] for axis in table["grid"]]
 
     for row in rows:  # claims passed / claims checked, from the `claims.<name>.passed` columns
         verdicts = [v for k, v in row.items() if k.endswith(".passed") and v is not None]
         row["claims_passed"] = f"{sum(verdicts)}/{len(verdicts)}"
-    keys = [*plan.keys, "status", "claims_passed", *[c for c in SHOWN if c in columns]]
+    keys = [*keys_of_grid, "status", "claims_passed", *[c for c in SHOWN if c in columns]]
     print("  ".join(f"{k.removeprefix('metrics.'):>20}" for k in keys))
     for row in rows:
         cells = [row[k] for k in keys]

@@ -1,11 +1,16 @@
-"""The `icgd` command line: list, run, show, sweep. No logic: it wires experiments and reporting.
+"""The `icgd` command line: list, run, show, sweep, report. It parses, calls `icgd.runs` and
+`icgd.reporting`, and prints; the logic lives there (`icgd.run` does what `icgd run` does).
 
-Exit codes: 0 every claim passed, 1 a claim failed or training diverged, 2 bad input
-(a one-line `error: <field>: <message>` on stderr, never a traceback), 130 interrupted.
+Exit codes: 0 every claim passed; 1 a claim failed or training diverged; 2 bad input (a one-line
+`error: <field>: <message>` on stderr, never a traceback; nothing is written); 3 the run crashed
+(status `error` in result.json, the traceback in the folder's error.log; `icgd --debug ...`
+raises it instead); 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP (status `interrupted`,
+checkpointed at the current step; continue with `--resume`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -23,6 +28,18 @@ app = typer.Typer(
     help="icgd: transformers that run learning algorithms in their forward pass.",
 )
 console = Console()
+_debug = {"on": False}
+CRASH_EXIT = 3
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="re-raise a crash with its traceback (status error)")
+    ] = False,
+) -> None:
+    """icgd: transformers that run learning algorithms in their forward pass."""
+    _debug["on"] = debug
 
 
 def _check_device_dtype(device: str | None, dtype: str | None) -> None:
@@ -32,23 +49,41 @@ def _check_device_dtype(device: str | None, dtype: str | None) -> None:
         raise InputError("--dtype", f"unknown dtype {dtype!r}; allowed: float32, float64")
 
 
-def _check_tensorboard(config) -> None:
-    """With `tensorboard: true`, fail early (exit 2) when the optional package is missing."""
-    if getattr(config, "tensorboard", False):
-        from icgd.training.tensorboard import require_tensorboard
-
-        require_tensorboard("--tensorboard")
-
-
 @app.command("list")
-def list_experiments() -> None:
-    """List the registered experiments, one line each."""
-    from icgd.core.registry import get, names
-    from icgd.experiments import load_all
+def list_registered(
+    what: Annotated[
+        str, typer.Argument(help="experiments (default), tasks, models or algorithms")
+    ] = "experiments",
+) -> None:
+    """List what is registered, icgd's own and plugins', one line each."""
+    from icgd.experiments.api import EXPERIMENTS
 
-    load_all()
-    for name in names():
-        console.print(f"{name:<20} {get(name).summary}", highlight=False, soft_wrap=True)
+    if what == "experiments":
+        for name, experiment in EXPERIMENTS.items():
+            origin = EXPERIMENTS.origin(name)
+            tail = f"  [plugin: {origin}]" if origin != "icgd" else ""
+            console.print(f"{name:<20} {experiment.summary}{tail}", highlight=False, soft_wrap=True)
+        return
+    registries = _registries()
+    if what not in registries:
+        raise InputError(
+            "list", f"unknown kind {what!r}; allowed: experiments, {', '.join(registries)}"
+        )
+    registry = registries[what]
+    for name, obj in registry.items():
+        origin = registry.origin(name)
+        doc = (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
+        where = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
+        tail = f"  [plugin: {origin}]" if origin != "icgd" else ""
+        console.print(f"{name:<22} {where}: {doc}{tail}", highlight=False, soft_wrap=True)
+
+
+def _registries() -> dict:
+    from icgd.algorithms.plugins import ALGORITHMS
+    from icgd.models.plugins import MODELS
+    from icgd.tasks.plugins import TASKS
+
+    return {"tasks": TASKS, "models": MODELS, "algorithms": ALGORITHMS}
 
 
 @app.command("run")
@@ -57,6 +92,9 @@ def run(
     more: Annotated[
         list[str] | None,
         typer.Argument(help="more key=value overrides, as in `--set loops=5 d=10`"),
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="a named set of overrides, e.g. smoke")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML config file")] = None,
     set_: Annotated[
@@ -79,7 +117,8 @@ def run(
         ),
     ] = False,
     resume: Annotated[
-        Path | None, typer.Option("--resume", help="continue an unfinished run folder")
+        Path | None,
+        typer.Option("--resume", help="continue an interrupted (or retry a crashed) run folder"),
     ] = None,
     seeds: Annotated[
         str | None,
@@ -91,60 +130,55 @@ def run(
     With --seeds (or `seeds:` in the config) every seed runs in one process with training stacked
     over the seeds; the folder holds seed{k}/ run folders and the aggregated result.json.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from icgd.experiments import load_all
-    from icgd.experiments.runner import (
-        load_resumable,
-        prepare_run_dir,
-        resolve_config,
-        run_experiment,
-    )
-    from icgd.experiments.seeds import parse_seeds, prepare_ensemble_dir, run_seeds
-    from icgd.reporting.figures import draw_figures
+    from icgd.experiments.figures import draw_figures
     from icgd.reporting.tables import print_result
+    from icgd.runs.api import prepare, start
 
-    load_all()
-    seed_list = parse_seeds(seeds) if seeds is not None else None
-    if seed_list is not None and seed is not None:
-        raise InputError("--seeds", "give either --seed or --seeds, not both")
-    set_ = [*(set_ or []), *(more or [])]
-    for text in more or []:
-        if "=" not in text:
-            raise InputError("--set", f"expected key=value, got {text!r}")
     _check_device_dtype(device, dtype)
-    if seed is not None and seed < 0:
-        raise InputError("--seed", f"must be a non-negative integer, got {seed}")
-    if resume is not None:
-        given = (config, seed, device, dtype, out, seed_list)
-        if set_ or compile_ or tensorboard or any(x is not None for x in given):
-            raise InputError(
-                "--resume",
-                "continues a run with its saved config; drop "
-                "--config/--set/--seed/--seeds/--device/--dtype/--compile/--tensorboard/--out",
-            )
-        cfg = load_resumable(name, resume)
-        run_dir = resume
-        _check_tensorboard(cfg)
-    else:
-        cfg = resolve_config(
-            name,
-            config,
-            set_ or [],
-            seed,
-            device,
-            dtype,
-            compile=True if compile_ else None,
-            tensorboard=True if tensorboard else None,
-        )
-        _check_tensorboard(cfg)
-        if seed_list is not None:
-            cfg = type(cfg).model_validate(cfg.model_dump(mode="json") | {"seeds": seed_list})
-        if cfg.seeds is not None:
-            run_dir = prepare_ensemble_dir(name, cfg, out)
-        else:
-            run_dir = prepare_run_dir(name, cfg, out)
-    console.print(f"run folder: {run_dir}", highlight=False)
+    prepared = prepare(
+        name,
+        [*(set_ or []), *(more or [])],
+        preset=preset,
+        config=config,
+        seed=seed,
+        seeds=seeds,
+        out=out,
+        device=device,
+        dtype=dtype,
+        compile=True if compile_ else None,
+        tensorboard=True if tensorboard else None,
+        resume=resume,
+    )
+    console.print(f"run folder: {prepared.run_dir}", highlight=False)
+    if prepared.retrying:
+        console.print(f"resume: {prepared.retrying}", highlight=False)
+    with _exit_on_stop(), _progress_bar() as progress:
+        loaded = start(prepared, progress)
+    if loaded.result.seeds is None:  # an ensemble's figures are per seed, in seed{k}/
+        try:
+            for path in draw_figures(loaded.path):
+                console.print(f"figure: {path}", highlight=False)
+        except Exception as exc:  # redrawable from the saved files; never lose a run for them
+            console.print(f"warning: figures not drawn ({type(exc).__name__}: {exc})")
+    print_result(loaded.result, console)
+    raise typer.Exit(0 if loaded.status == "passed" else 1)
+
+
+@contextlib.contextmanager
+def _exit_on_stop():
+    """A signal's stop becomes exit 128 + signal (the parser would make every one 130)."""
+    from icgd.runs.signals import exit_code
+
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        raise typer.Exit(exit_code(exc)) from None
+
+
+@contextlib.contextmanager
+def _progress_bar():
+    """A rich progress bar per training task; yields the `(task, step, total, record)` callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
         TextColumn("{task.description:<10}"),
@@ -164,28 +198,7 @@ def run(
             info = f"loss {loss:.4g}" if isinstance(loss, float) else ""
             bar.update(tasks[task], completed=step, info=info)
 
-        if cfg.seeds is not None:
-            result = run_seeds(
-                name, cfg, cfg.seeds, run_dir, resume=resume is not None, progress=progress
-            )
-        else:
-            result = run_experiment(
-                name, cfg, run_dir, resume=resume is not None, progress=progress
-            )
-    if cfg.seeds is not None:  # figures are per seed: each seed{k}/ is a normal run folder
-        print_result(result, console)
-        raise typer.Exit(0 if result.status == "passed" else 1)
-    try:
-        for path in draw_figures(run_dir):
-            console.print(f"figure: {path}", highlight=False)
-    except (
-        Exception
-    ) as exc:  # figures are redrawable from the saved files; never lose a run for them
-        console.print(
-            f"warning: figures not drawn ({exc.__class__.__name__}: {exc})", highlight=False
-        )
-    print_result(result, console)
-    raise typer.Exit(0 if result.status == "passed" else 1)
+        yield progress
 
 
 @app.command("show")
@@ -210,6 +223,9 @@ def sweep(
     grid: Annotated[
         list[str] | None,
         typer.Option("--grid", help="key=v1,v2,... (repeat: the sweep is the product of grids)"),
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="a named set of base overrides, e.g. smoke")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="base YAML config file")] = None,
     set_: Annotated[
@@ -247,86 +263,68 @@ def sweep(
 ) -> None:
     """Run the product of --grid values, one run folder per point; write sweep.json/csv and a
     figure. Rerunning the same command skips finished points and resumes unfinished ones."""
-    from icgd.experiments import load_all
-    from icgd.experiments.runner import resolve_config
-    from icgd.experiments.sweep import (
-        check_backend,
-        plan_sweep,
-        prepare_sweep_dir,
-        run_sweep_local,
-        write_tables,
-    )
+    from icgd.experiments.figures import draw_figures
     from icgd.reporting.sweep import draw_sweep
+    from icgd.runs.api import sweep as run_sweep
 
-    load_all()
     _check_device_dtype(device, dtype)
-    check_backend(backend, address, max_concurrent)
-    seed_list = None
-    if seeds is not None:
-        from icgd.experiments.seeds import parse_seeds
+    finished_now, total = [], [0]
 
-        seed_list = parse_seeds(seeds)
-    base = resolve_config(
-        name,
-        config,
-        set_ or [],
-        None,
-        device,
-        dtype,
-        compile=True if compile_ else None,
-        tensorboard=True if tensorboard else None,
-    )
-    _check_tensorboard(base)
-    plan = plan_sweep(name, base, grid or [], seeds=seed_list, out=out)
-    prepare_sweep_dir(plan)
-    total = len(plan.points)
-    console.print(f"sweep folder: {plan.root} ({total} points, {backend})", highlight=False)
-
-    finished_now = []
+    def on_plan(plan) -> None:
+        total[0] = len(plan.points)
+        console.print(f"sweep folder: {plan.root} ({total[0]} points, {backend})", highlight=False)
 
     def report(point, event: str, status: str, message: str) -> None:
         if event == "finished":
             finished_now.append(point)
         if event == "started" and max_concurrent > 1:
             return
-        text = f"[{point.index + 1}/{total}] {point.folder}: {event}"
+        text = f"[{point.index + 1}/{total[0]}] {point.folder}: {event}"
         text += f" ({status})" if status and event != "error" else ""
         text += f": {message}" if event == "error" else ""
         console.print(text, highlight=False, soft_wrap=True)
 
     try:
-        if backend == "ray":
-            from icgd.experiments.sweep_ray import run_sweep_ray
-
-            statuses = run_sweep_ray(
-                plan, address=address, max_concurrent=max_concurrent, report=report
+        with _exit_on_stop():
+            outcome = run_sweep(
+                name,
+                grid or [],
+                set_ or [],
+                backend=backend,
+                address=address,
+                max_concurrent=max_concurrent,
+                out=out,
+                seeds=seeds,
+                report=report,
+                on_plan=on_plan,
+                preset=preset,
+                config=config,
+                device=device,
+                dtype=dtype,
+                compile=True if compile_ else None,
+                tensorboard=True if tensorboard else None,
             )
-        else:
-            statuses = run_sweep_local(plan, max_concurrent=max_concurrent, report=report)
-    except KeyboardInterrupt:
-        write_tables(plan)
+    except typer.Exit:
         console.print("sweep interrupted: rerun the same command to finish it", highlight=False)
         raise
-    json_path, csv_path = write_tables(plan)
-    if plan.seeds is None:  # each point is a normal run folder with its figures
-        from icgd.reporting.figures import draw_figures
-
+    if seeds is None:  # each point is a normal run folder with its figures
         for point in finished_now:
             try:
-                draw_figures(plan.folder(point))
+                draw_figures(outcome.root / point.folder)
             except Exception as exc:  # redrawable from the saved files; never lose a run for them
                 console.print(
                     f"warning: figures of {point.folder} not drawn ({type(exc).__name__}: {exc})",
                     highlight=False,
                 )
-    console.print(f"tables: {json_path} {csv_path}", highlight=False)
+    console.print(f"tables: {outcome.tables[0]} {outcome.tables[1]}", highlight=False)
     try:
-        console.print(f"figure: {draw_sweep(plan.root, metric)}", highlight=False)
+        console.print(f"figure: {draw_sweep(outcome.root, metric)}", highlight=False)
     except InputError as exc:
         console.print(f"warning: figure not drawn ({exc.field}: {exc.message})", highlight=False)
-    counts = {s: list(statuses.values()).count(s) for s in dict.fromkeys(statuses.values())}
+    statuses = list(outcome.statuses.values())
+    counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
     console.print("sweep: " + ", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
-    raise typer.Exit(0 if all(s == "passed" for s in statuses.values()) else 1)
+    raise typer.Exit(0 if all(s == "passed" for s in statuses) else 1)
 
 
 @app.command("report")
@@ -365,9 +363,10 @@ def report(
         console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     console.print(f"report: {path}", highlight=False)
     if readme is not None:
-        from icgd.experiments import papers
+        from icgd.experiments.api import EXPERIMENTS
 
-        console.print(f"status table: {update_readme(readme, runs, papers())}", highlight=False)
+        papers = {name: e.paper for name, e in EXPERIMENTS.items()}
+        console.print(f"status table: {update_readme(readme, runs, papers)}", highlight=False)
 
 
 _INTERRUPTED = (
@@ -378,8 +377,12 @@ _INTERRUPTED = (
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and map every failure to a one-line message and an exit code."""
+    from icgd.runs.runner import RunError
+    from icgd.runs.signals import exit_code
+
     command = typer.main.get_command(app)
     err = Console(stderr=True)
+    _debug["on"] = False
     try:
         # With standalone_mode=False the parser *returns* the code of a `typer.Exit` raised by a
         # command (and turns Ctrl-C into exit code 130) instead of raising it.
@@ -393,9 +396,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except typer.Exit as exc:
         return exc.exit_code
-    except (KeyboardInterrupt, typer.Abort):
-        err.print(_INTERRUPTED)
-        return 130
+    except (KeyboardInterrupt, typer.Abort) as exc:
+        # click turns KeyboardInterrupt (our StopRequested included) into Abort from it
+        cause = exc.__cause__ if isinstance(exc.__cause__, KeyboardInterrupt) else exc
+        err.print(_INTERRUPTED, highlight=False)
+        return exit_code(cause) if isinstance(cause, KeyboardInterrupt) else 130
+    except RunError as exc:
+        if _debug["on"]:
+            raise exc.cause from None
+        err.print(
+            f"error: the run crashed ({exc}); status 'error' recorded in {exc.run_dir}, "
+            f"traceback in {exc.run_dir / 'error.log'}; retry with --resume {exc.run_dir}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+        return CRASH_EXIT
     except Exception as exc:
         # Usage errors of the CLI parser (unknown option, missing argument, bad type). Matched by
         # shape, not class, because typer vendors its parser in recent releases and uses click in
@@ -409,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             err.print(f"error: {message}", highlight=False, soft_wrap=True, markup=False)
         return getattr(exc, "exit_code", 2) or 2
     code = code if isinstance(code, int) and not isinstance(code, bool) else 0
-    if code == 130:
+    if code in (129, 130, 143):
         err.print(_INTERRUPTED, highlight=False)
     return code
 

@@ -23,7 +23,7 @@ import torch
 
 from icgd.cli import main
 from icgd.core.results import Provenance, Result, read_result, write_result
-from icgd.experiments.base import RunContext
+from icgd.experiments.api import RunContext
 
 TINY = [
     "--set",
@@ -336,11 +336,13 @@ def test_resume_with_a_corrupted_checkpoint(interrupted_run, tmp_path, capsys):
     code, _, err = cli(["run", "looped-gd", "--resume", folder], capsys)
     assert_input_error(code, err, "checkpoint.safetensors")
     after = snapshot(folder)
-    # everything but the (still "interrupted") result.json is byte for byte what it was
+    # everything but result.json is byte for byte what it was (no error.log for bad input)
     assert {k: v for k, v in after.items() if k != "result.json"} == {
         k: v for k, v in before.items() if k != "result.json"
     }
-    assert read_result(folder / "result.json").status == "interrupted"
+    result = read_result(folder / "result.json")
+    assert result.status == "error" and result.error.type == "InputError"
+    assert "checkpoint.safetensors" in result.error.message
 
 
 def test_resume_with_a_missing_training_state(interrupted_run, tmp_path, capsys):

@@ -90,6 +90,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from icgd.algorithms.plugins import ALGORITHMS
+
 StepRule = Literal["constant", "sink", "armijo"]
 STEP_RULES = ("constant", "sink", "armijo")
 
@@ -363,3 +365,7 @@ def semi_dual_ascent(
     iters = torch.full((B,), steps, dtype=torch.int64, device=C.device)
     stacked = torch.stack(iterates) if iterates is not None else None  # (steps + 1, B, m)
     return _finish(C, eps, u, g / eps, a, b, iters, float(tol), stacked)
+
+
+ALGORITHMS.register("sinkhorn", sinkhorn_log)
+ALGORITHMS.register("semi-dual-ascent", semi_dual_ascent)

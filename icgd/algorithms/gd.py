@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from icgd.algorithms.plugins import ALGORITHMS
+
 
 @dataclass(frozen=True)
 class GDResult:
@@ -215,3 +217,7 @@ def best_step_size(
         half = (hi - lo) / 32
         lo, hi = center - half, center + half
     return best_eta
+
+
+ALGORITHMS.register("gd", gradient_descent)
+ALGORITHMS.register("preconditioned-gd", preconditioned_gd)

@@ -25,6 +25,8 @@ import math
 import torch
 from torch import Tensor
 
+from icgd.algorithms.plugins import ALGORITHMS
+
 
 def gd_plus_plus_transform(X: Tensor, gamma: float) -> Tensor:
     """`T = I − γ Ŝ`, `Ŝ = (1/n) XᵀX`, per prompt: X (B, n, d) → (B, d, d), symmetric."""
@@ -212,3 +214,6 @@ def fit_gd_plus_plus(
         best = (final, params.detach().clone())
     p = best[1].cpu()
     return p[:n_steps], p[n_steps:]
+
+
+ALGORITHMS.register("gd++", gd_plus_plus)

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from icgd.algorithms.plugins import ALGORITHMS
 from icgd.algorithms.prefix import _check
 
 
@@ -256,3 +257,6 @@ def prefix_lasso(
     result = fista_lasso_gram(G, b, alpha, tol=tol, max_iter=max_iter, power_iters=power_iters)
     W = result.weights.reshape(B, n, d)  # ŵ_k in row k−1
     return (W * Xq).sum(-1)  # Xq (B, r, d) broadcasts over the n prefixes → (B, n)
+
+
+ALGORITHMS.register("lasso", lasso)

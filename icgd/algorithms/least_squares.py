@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from icgd.algorithms.plugins import ALGORITHMS
+
 
 def _check_data(X: Tensor, y: Tensor) -> None:
     if X.ndim != 3 or y.shape != X.shape[:2]:
@@ -85,3 +87,8 @@ def bayes_posterior_mean(X: Tensor, y: Tensor, noise_std: float, prior_cov: Tens
     A = X @ C  # (B, n, d)
     v = ridge(A, y, noise_std**2) if noise_std > 0 else ols(A, y)  # (B, d)
     return torch.einsum("...ij,...j->...i", C, v) if C.ndim == 3 else v @ C.T
+
+
+ALGORITHMS.register("ols", ols)
+ALGORITHMS.register("ridge", ridge)
+ALGORITHMS.register("bayes", bayes_posterior_mean)

@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from icgd.algorithms.plugins import ALGORITHMS
+
 
 def _check(X: Tensor, y: Tensor, x_q: Tensor) -> Tensor:
     """Validate shapes; return the queries as (B, r, d): r = 1 for (a), r = n for (b)."""
@@ -272,3 +274,10 @@ def prefix_knn(X: Tensor, y: Tensor, x_q: Tensor, k_neighbors: int = 3) -> Tenso
     count = torch.clamp(j + 1, max=m)  # (n,): min(j+1, k_neighbors) points in prefix j+1
     valid = torch.arange(m, device=X.device)[None, :] < count[:, None]  # (n, m)
     return (labels * valid).sum(-1) / count.to(X.dtype)
+
+
+ALGORITHMS.register("prefix-ols", prefix_ols)
+ALGORITHMS.register("prefix-ridge", prefix_ridge)
+ALGORITHMS.register("prefix-one-step-gd", prefix_one_step_gd)
+ALGORITHMS.register("prefix-averaging", prefix_averaging)
+ALGORITHMS.register("prefix-knn", prefix_knn)

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from icgd.algorithms.plugins import ALGORITHMS
 from icgd.algorithms.prefix import _check
 
 PARAM_NAMES = ("hidden.weight", "hidden.bias", "out.weight", "out.bias")
@@ -279,3 +280,6 @@ def prefix_relu_net(
         q = Xq[sl].unsqueeze(-2).expand(-1, n, 1, d)  # (b, n, 1, d): net k's query
         preds.append(ReLUNetFit(p, torch.empty(0)).predict(q).squeeze(-1))  # (b, n)
     return torch.cat(preds, 0)
+
+
+ALGORITHMS.register("relu-net", prefix_relu_net)

@@ -56,6 +56,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from icgd.algorithms.plugins import ALGORITHMS
+
 
 @dataclass(frozen=True)
 class TDResult:
@@ -350,3 +352,9 @@ def td_fixed_point(
     A = torch.einsum("bnd,bne->bde", e, phi - gamma * phi_next) / n  # (B, d, d)
     b = torch.einsum("bn,bnd->bd", rewards, e) / n  # (B, d)
     return torch.linalg.solve(A, b)
+
+
+ALGORITHMS.register("td0", batch_td0)
+ALGORITHMS.register("td-lambda", td_lambda)
+ALGORITHMS.register("residual-gradient", residual_gradient)
+ALGORITHMS.register("average-reward-td", average_reward_td)

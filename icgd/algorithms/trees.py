@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from icgd.algorithms.plugins import ALGORITHMS
 from icgd.algorithms.prefix import _check
 
 
@@ -115,3 +116,7 @@ def prefix_boosting(
         )
 
     return _prefix_fit_predict(X, y, x_q, make)
+
+
+ALGORITHMS.register("decision-tree", prefix_decision_tree)
+ALGORITHMS.register("boosting", prefix_boosting)

@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from icgd.core.errors import InputError
 from icgd.core.io import atomic_write_json
 
-Status = Literal["passed", "failed", "diverged", "interrupted"]
+# A run folder's life: "running" from its start; then "passed"/"failed" (claims checked),
+# "diverged" (NaN/inf in training), "interrupted" (a signal; resumable) or "error" (a crash).
+Status = Literal["running", "passed", "failed", "diverged", "interrupted", "error"]
 Comparison = Literal["abs", "rel", "at_most", "at_least"]
 
 _RULES = {
@@ -114,6 +116,16 @@ class SeedsSummary(BaseModel):
     batched: bool
 
 
+class ErrorInfo(BaseModel):
+    """What crashed a run (`status: error`): the exception's type and message; the traceback is
+    in the run folder's `error.log`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    message: str
+
+
 class Result(BaseModel):
     """The content of a run folder's `result.json`."""
 
@@ -127,13 +139,15 @@ class Result(BaseModel):
     provenance: Provenance
     message: str = ""
     seeds: SeedsSummary | None = None  # only in the folder of a seed ensemble
+    error: ErrorInfo | None = None  # only with status "error"
 
 
 def write_result(path: str | Path, result: Result) -> Path:
     """Write `result.json` atomically."""
     data = result.model_dump(mode="json")
-    if data.get("seeds") is None:
-        data.pop("seeds", None)  # a single run's file is unchanged by the ensemble extension
+    for optional in ("seeds", "error"):
+        if data.get(optional) is None:
+            data.pop(optional, None)  # absent unless used: older readers see the same file
     return atomic_write_json(path, data)
 
 

@@ -51,6 +51,7 @@ from icgd.models.hooks import (
     HookPoints,
     NamesFilter,
 )
+from icgd.models.plugins import MODELS
 
 DecisionListParametrisation = Literal["full", "factored"]
 DecisionListInit = Literal["zero", "normal"]
@@ -294,3 +295,6 @@ class DecisionListAttention(HookedMixin, nn.Module):
         c = self.config
         rank = f", rank={c.r}" if c.parametrisation == "factored" else ""
         return f"L={c.L}, parametrisation={c.parametrisation}{rank}, init={c.init}"
+
+
+MODELS.register("decision-list-attention", DecisionListAttention)

@@ -51,6 +51,7 @@ from icgd.models.hooks import (
     HookPoints,
     NamesFilter,
 )
+from icgd.models.plugins import MODELS
 
 GPTSize = Literal["tiny", "small", "standard"]
 
@@ -314,3 +315,6 @@ class GPT(HookedMixin, nn.Module):
             f"d_in={c.d_in}, max_points={c.max_points}, n_embd={c.n_embd}, "
             f"n_layer={c.n_layer}, n_head={c.n_head}"
         )
+
+
+MODELS.register("gpt", GPT)

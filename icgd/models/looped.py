@@ -38,6 +38,7 @@ from icgd.models.hooks import (
     HookPoints,
     NamesFilter,
 )
+from icgd.models.plugins import MODELS
 
 FinalNorm = Literal["readout", "in_loop"]
 
@@ -203,3 +204,6 @@ class LoopedTransformer(HookedMixin, nn.Module):
             f"n_blocks={c.n_blocks}, n_loops={c.n_loops}, grad_last={c.grad_last}, "
             f"final_norm={c.final_norm}"
         )
+
+
+MODELS.register("looped", LoopedTransformer)

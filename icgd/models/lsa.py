@@ -52,6 +52,7 @@ from icgd.models.hooks import (
     caching_hook,
     names_filter_to_predicate,
 )
+from icgd.models.plugins import MODELS
 
 Parametrisation = Literal["full", "sparse", "sparse_u", "relaxed"]
 
@@ -294,3 +295,6 @@ class LinearSelfAttention(nn.Module):
             f"d={c.d}, L={c.n_layers} ({kind}), parametrisation={c.parametrisation}, "
             f"heads={c.n_heads}"
         )
+
+
+MODELS.register("lsa", LinearSelfAttention)

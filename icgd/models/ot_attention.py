@@ -72,6 +72,7 @@ from icgd.models.hooks import (
     HookPoints,
     NamesFilter,
 )
+from icgd.models.plugins import MODELS
 
 HEAD_XY, HEAD_YX = 0, 1
 
@@ -311,3 +312,6 @@ class OTAttention(HookedMixin, nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return f"d={c.d}, layers={c.n_layers}, width={self.layout.width}, hidden={c.hidden}"
+
+
+MODELS.register("ot-attention", OTAttention)

@@ -68,6 +68,7 @@ from icgd.models.hooks import (
     HookPoints,
     NamesFilter,
 )
+from icgd.models.plugins import MODELS
 
 SoftmaxKind = Literal["he", "full"]
 MaskKind = Literal["context", "causal"]
@@ -238,6 +239,7 @@ class StackedSoftmaxAttention(nn.Module):
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         self.config = config
+        self.init_args = {"n_layers": n_layers}  # rebuilt from a checkpoint with these
         if generator is None:
             generator = torch.Generator().manual_seed(0)  # never the global RNG
         self.layers = nn.ModuleList(
@@ -259,3 +261,7 @@ class StackedSoftmaxAttention(nn.Module):
         c = self.config
         layers = len(self.layers)
         return f"layers={layers}, d={c.d}, heads={c.n_heads}, kind={c.kind}, mask={c.mask}"
+
+
+MODELS.register("softmax", StackedSoftmaxAttention)
+MODELS.register("softmax-layer", SoftmaxAttention)

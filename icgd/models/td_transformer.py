@@ -65,6 +65,7 @@ from torch import Tensor, nn
 
 from icgd.core.config import Config
 from icgd.models.hooks import HookedMixin, HookPoints, NamesFilter
+from icgd.models.plugins import MODELS
 
 Activation = Literal["linear", "softmax", "relu"]
 MaskKind = Literal["td0", "td_lambda"]
@@ -327,3 +328,6 @@ def read_average_reward(Z: Tensor) -> Tensor:
     (B, 2d+4, n+1) → (B,)."""
     d = (Z.shape[1] - 4) // 2
     return Z[:, average_reward_rows(d)["rbar"], 0]
+
+
+MODELS.register("td-transformer", TDTransformer)

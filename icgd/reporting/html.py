@@ -130,7 +130,7 @@ def _seed_dirs(entry: RunEntry) -> list[Path]:
 def redraw_figures(runs: list[RunEntry]) -> list[str]:
     """Redraw every run's figures from its saved files (each seed's for an ensemble); returns a
     warning per folder whose figures could not be drawn (a report is still written)."""
-    from icgd.reporting.figures import draw_figures
+    from icgd.experiments.figures import draw_figures
 
     warnings = []
     for entry in runs:
@@ -437,7 +437,7 @@ def _svg(fig) -> bytes:
 
 
 def _read_evals(folder: Path) -> list[dict]:
-    from icgd.reporting.figures import read_metrics
+    from icgd.core.figures import read_metrics
 
     try:
         return [r for r in read_metrics(folder / "metrics.jsonl") if r.get("kind") == "eval"]
@@ -500,7 +500,7 @@ def _claims_figure(entries: list[RunEntry]) -> bytes | None:
     expected value (black line, "theory") and the band the tolerance allows (shaded)."""
     import matplotlib.pyplot as plt
 
-    from icgd.reporting.style import OKABE_ITO
+    from icgd.core.style import OKABE_ITO
 
     names: list[str] = []
     for entry in entries:
@@ -574,7 +574,7 @@ def overlays_html(entries: list[RunEntry]) -> str:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
-    from icgd.reporting.style import apply_style
+    from icgd.core.style import apply_style
 
     apply_style()
     parts = []

@@ -16,7 +16,7 @@ from icgd.core.errors import InputError
 
 
 def read_table(path: Path) -> dict[str, Any]:
-    """The content of a `sweep.json` (written by `icgd.experiments.sweep.write_tables`)."""
+    """The content of a `sweep.json` (written by `icgd.runs.sweep.write_tables`)."""
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -60,8 +60,8 @@ def draw_sweep(sweep_dir: str | Path, metric: str | None = None) -> Path:
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
 
-    from icgd.reporting.figures import save
-    from icgd.reporting.style import apply_style
+    from icgd.core.figures import save
+    from icgd.core.style import apply_style
 
     apply_style()
     sweep_dir = Path(sweep_dir)

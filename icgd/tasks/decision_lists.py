@@ -53,6 +53,7 @@ from torch import Tensor
 
 from icgd.core.config import Config
 from icgd.core.rng import make_generator
+from icgd.tasks.plugins import TASKS
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
@@ -274,3 +275,6 @@ class DecisionLists:
     def one_hot(self, seqs: Tensor) -> Tensor:
         """`one_hot(seqs, L, dtype)`: X (B, L, n) in the task's dtype."""
         return one_hot(seqs, self.L, self.dtype)
+
+
+TASKS.register("decision-lists", DecisionLists)

@@ -69,6 +69,7 @@ from torch import Tensor
 
 from icgd.core.config import Config
 from icgd.tasks.linear_regression import haar_orthogonal
+from icgd.tasks.plugins import TASKS
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
@@ -343,3 +344,6 @@ class FunctionClass:
         else:
             x_q, y_q = X, y
         return FunctionClassBatch(X=X, y=y, x_q=x_q, y_q=y_q, params=params, d_active=d_active)
+
+
+TASKS.register("function-classes", FunctionClass)

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from icgd.core.config import Config
 from icgd.core.prompts import build_prompt
+from icgd.tasks.plugins import TASKS
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 NonNegativeFiniteFloat = Annotated[FiniteFloat, Field(ge=0)]
@@ -278,3 +279,6 @@ class LinearRegression:
             w_star=w_star,
             sigma=self.sigma,
         )
+
+
+TASKS.register("linear-regression", LinearRegression)

@@ -58,6 +58,7 @@ from torch import Tensor
 
 from icgd.core.config import Config
 from icgd.core.td_prompts import build_td_prompt
+from icgd.tasks.plugins import TASKS
 
 ChainKind = Literal["boyan", "loop", "random_walk"]
 RewardKind = Literal["random", "representable"]
@@ -405,3 +406,6 @@ def value_prompts(batch: MarkovRewardBatch, states: Tensor, n: int, t: int = 0) 
         batch.gamma,
     )  # (B·s, 2d+1, n+1)
     return Z.reshape(B, s, 2 * d + 1, n + 1)
+
+
+TASKS.register("markov-reward", MarkovReward)

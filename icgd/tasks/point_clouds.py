@@ -37,6 +37,7 @@ from pydantic import Field, FiniteFloat, StrictInt
 from torch import Tensor
 
 from icgd.core.config import Config
+from icgd.tasks.plugins import TASKS
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 PositiveFiniteFloat = Annotated[FiniteFloat, Field(gt=0)]
@@ -145,3 +146,6 @@ def sorted_targets(x: Tensor) -> Tensor:
     """The grid point of each x's rank, `(rank(x_i) + 1/2)/n`: (B, n, 1) → (B, n, 1)."""
     ranks = sorting_ranks(x)  # (B, n)
     return ((ranks.to(x.dtype) + 0.5) / ranks.shape[-1]).unsqueeze(-1)
+
+
+TASKS.register("point-clouds", PointClouds)

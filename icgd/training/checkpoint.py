@@ -2,9 +2,11 @@
 
 A run folder holds
 
-- `checkpoint.safetensors`: the model's `state_dict`, with metadata `step` and (when the model has
-  a pydantic `config`) `model_config` — the architecture as JSON, so a reader can rebuild the model
-  before loading its weights (`read_checkpoint_metadata`), as nanoGPT does;
+- `checkpoint.safetensors`: the model's `state_dict`, with metadata `step`, `model_class`
+  (`module:qualname`) and, when the model has a pydantic `config`, `model_config` (the
+  architecture as JSON), `model_config_class` and `model_init` (JSON of the model's `init_args`,
+  constructor arguments besides the config, e.g. a stack's `n_layers`), so a reader can rebuild
+  the model before loading its weights (`build_from_checkpoint`), as nanoGPT does;
 - `training_state.pt`: optimizer and scheduler state, the training generator's state, what is needed
   to re-derive the batch in use, the step and the metric records so far. It holds only tensors,
   numbers, strings, lists and dicts, so it loads with `torch.load(weights_only=True)` (no pickle of
@@ -64,10 +66,12 @@ def save_checkpoint(
     the two files can be checked against each other on load. Returns the checkpoint path.
     """
     run_dir = Path(run_dir)
-    metadata = {"step": str(int(step))}
+    metadata = {"step": str(int(step)), "model_class": _qualified(type(model))}
     config = getattr(model, "config", None)
     if isinstance(config, BaseModel):
         metadata["model_config"] = config.model_dump_json()
+        metadata["model_config_class"] = _qualified(type(config))
+        metadata["model_init"] = json.dumps(getattr(model, "init_args", {}))
     # Clone so that tied (shared-storage) tensors are saved as separate tensors: safetensors
     # refuses shared storage, and load_state_dict restores the tie by copying into both names.
     tensors = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -75,6 +79,50 @@ def save_checkpoint(
     if training_state is not None:
         atomic_torch_save(run_dir / STATE_FILE, {**training_state, "step": int(step)})
     return path
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _import(path: str, file: Path) -> Any:
+    """The object named `module:qualname`."""
+    import importlib
+
+    module, _, name = path.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        raise InputError(str(file), f"cannot import {path} (is its package installed?)") from None
+    return obj
+
+
+def build_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """A new model rebuilt from a checkpoint's metadata (class, config, init arguments) with its
+    weights loaded, in the checkpoint's floating-point type, on `device`, in eval mode."""
+    file = _checkpoint_path(path)
+    metadata = read_checkpoint_metadata(file)
+    if "model_class" not in metadata or "model_config" not in metadata:
+        raise InputError(
+            str(file),
+            "checkpoint does not record its model's class and config (written before "
+            "icgd 0.2); build the model yourself and use load_checkpoint",
+        )
+    model_cls = _import(metadata["model_class"], file)
+    config_cls = _import(metadata["model_config_class"], file)
+    config = config_cls.model_validate_json(metadata["model_config"])
+    init = json.loads(metadata.get("model_init", "{}"))
+    model = model_cls(config, **init)
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as handle:
+        dtypes = {handle.get_slice(k).get_dtype() for k in handle.keys()}
+    if "F64" in dtypes:
+        model = model.double()
+    load_checkpoint(file, model)
+    return model.to(device).eval()
 
 
 def read_checkpoint_metadata(path: str | Path) -> dict[str, str]:

@@ -62,6 +62,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from icgd.training import interrupt
 from icgd.training.checkpoint import (
     STATE_FILE,
     load_checkpoint,
@@ -538,6 +539,7 @@ class _StackedRun:
 
         with contextlib.ExitStack() as stack:
             draw = stack.enter_context(_BatchDrawer(calls, config.batch_size))
+            stack.enter_context(interrupt.training())
             boards = [self._board(stack, k) for k in range(K)]
             lines = [
                 stack.enter_context(_metrics_writer(self.run_dirs[k], records[k])) for k in range(K)
@@ -608,8 +610,9 @@ class _StackedRun:
                 logs = step % log_every == 0
                 evals = step % config.eval_every == 0 or step == total
                 at_checkpoint = step % config.checkpoint_every == 0 or step == total
+                stop = interrupt.pending()  # a signal: checkpoint this step, then stop
                 # the host sync; never later than a log, eval or checkpoint
-                if every_step or logs or evals or at_checkpoint:
+                if every_step or logs or evals or at_checkpoint or stop is not None:
                     newly = read_good(active)
                     active = [k for k in active if k not in newly]
 
@@ -633,8 +636,8 @@ class _StackedRun:
                             active.remove(k)
                             continue
                         writers[k](latest[k])
-                if step % config.checkpoint_every == 0 or step == total:
-                    for k in active:  # before the checkpoint, as `train`
+                if at_checkpoint or stop is not None:
+                    for k in active if at_checkpoint else ():  # before the checkpoint, as `train`
                         if boards[k] is not None:
                             boards[k].weights(step, self._sync(k))
                     with _sigint_deferred():
@@ -644,6 +647,8 @@ class _StackedRun:
                                 save_checkpoint(self.run_dirs[k], model, step, training_state(k))
                     if any(d is not None for d in self.run_dirs):
                         checkpoint_step = step
+                if stop is not None:
+                    raise interrupt.StopRequested(stop)
                 for k in active:
                     if calls[k].progress is not None:
                         calls[k].progress(step, total, latest[k])

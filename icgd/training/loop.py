@@ -45,9 +45,12 @@ step, the checks and eval stay eager). A new batch shape or a new Python value i
 loop count b that a curriculum changes) triggers a recompilation, so the recompile limit is raised
 to 64 while the loop runs.
 
-Interruption. Checkpoint files are written atomically (temporary file, then rename) with SIGINT
-deferred until both are written, so Ctrl-C never leaves a half-written or mismatched pair. Any
-exception (KeyboardInterrupt included) propagates unchanged; the caller records `interrupted`.
+Interruption. A stop request (SIGINT, SIGTERM or SIGHUP through `icgd.training.interrupt`) is
+read after each update: the loop writes a checkpoint at that step (after the divergence flag was
+read as good) and raises `StopRequested`, so the resumed run loses no update. Checkpoint files are
+written atomically (temporary file, then rename) with SIGINT deferred until both are written, so
+a plain Ctrl-C (no handler installed) never leaves a half-written or mismatched pair. Any
+exception propagates unchanged; the caller records `interrupted` or `error`.
 `metrics.jsonl` is appended line by line; on resume it is rewritten from the records stored in the
 checkpoint, dropping lines written after it, so it equals the file of an uninterrupted run.
 
@@ -74,6 +77,7 @@ from torch import Tensor, nn
 
 from icgd.core.errors import InputError
 from icgd.core.io import atomic_write_text
+from icgd.training import interrupt
 from icgd.training.checkpoint import (
     CHECKPOINT_FILE,
     METRICS_FILE,
@@ -399,7 +403,7 @@ def train(
 
         board = TensorBoardLog(tensorboard, resume_step=step if resume else None)
     board_open = board if board is not None else contextlib.nullcontext()
-    with board_open, _metrics_writer(run_dir, records) as write_line, limit:
+    with board_open, _metrics_writer(run_dir, records) as write_line, limit, interrupt.training():
 
         def write(record: dict) -> None:
             write_line(record)
@@ -436,7 +440,8 @@ def train(
             logs = step % log_every == 0
             evals = step % config.eval_every == 0 or step == total
             at_checkpoint = step % config.checkpoint_every == 0 or step == total
-            saves = run_dir is not None and at_checkpoint
+            stop = interrupt.pending()  # a signal: checkpoint this step, then stop
+            saves = run_dir is not None and (at_checkpoint or stop is not None)
             draws = board is not None and at_checkpoint  # weight heat maps
             if every_step or logs or evals or saves or draws:
                 if not bool(guard.good):  # the host sync; never before a log, eval or checkpoint
@@ -465,6 +470,8 @@ def train(
                 with _sigint_deferred():
                     save_checkpoint(run_dir, model, step, training_state())
                 checkpoint_step = step
+            if stop is not None:
+                raise interrupt.StopRequested(stop)
             if progress is not None:
                 progress(step, total, latest)
 

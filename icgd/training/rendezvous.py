@@ -4,7 +4,7 @@ stacked (`icgd.training.ensemble.train_stacked`).
 Each seed's experiment runs unmodified in its own thread, seated at the rendezvous; `train` (a
 few lines at its top) hands its arguments to the thread's seat instead of training; the
 coordinating thread collects one call from every seed still running, trains them together, and
-hands each thread its `TrainResult` (see `icgd.experiments.seeds`).
+hands each thread its `TrainResult` (see `icgd.runs.seeds`).
 """
 
 from __future__ import annotations

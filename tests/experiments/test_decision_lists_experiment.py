@@ -11,33 +11,18 @@ import torch
 
 from icgd.core.results import read_result
 from icgd.core.rng import make_generator
-from icgd.experiments import load_all
-from icgd.experiments.decision_list_fits import Curvature, Population, run_adam, run_gd
 from icgd.experiments.decision_lists import (
+    EXPERIMENT,
     DecisionListsExperiment,
     DecisionListsExperimentConfig,
 )
-from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
+from icgd.experiments.decision_lists.fits import Curvature, Population, run_adam, run_gd
+from icgd.experiments.figures import draw_figures
 from icgd.models import DecisionListAttention, DecisionListAttentionConfig
-from icgd.reporting.figures import draw_figures
+from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 from icgd.tasks import DecisionLists
 
-load_all()
-
-TINY = [
-    "L=4",
-    "n=3",
-    "M=2",
-    "steps_a=30",
-    "steps_b=30",
-    "steps_v=5",
-    "seeds_c=1",
-    "steps_c=5",
-    "batch_c=8",
-    "hessian_iters=10",
-    "log_every=5",
-    "n_examples=2",
-]
+TINY = list(EXPERIMENT.presets["smoke"])
 
 GOOD = {
     "perfect_a": 1.0,
@@ -60,7 +45,7 @@ BAD = {
 def test_claims_pass_on_good_metrics_and_fail_one_by_one():
     config = DecisionListsExperimentConfig()
     exp = DecisionListsExperiment()
-    claims = exp.check(config, GOOD)
+    claims = exp.claims(config, GOOD)
     assert [c.name for c in claims] == [
         "mode_a_perfect",
         "mode_b_perfect_within_window",
@@ -69,14 +54,14 @@ def test_claims_pass_on_good_metrics_and_fail_one_by_one():
     ]
     assert all(c.passed for c in claims)
     for key, value in BAD.items():
-        failed = [c.name for c in exp.check(config, GOOD | {key: value}) if not c.passed]
+        failed = [c.name for c in exp.claims(config, GOOD | {key: value}) if not c.passed]
         assert len(failed) == 1, (key, failed)
-    late = exp.check(config, GOOD | {"time_to_perfect_b": 180.5})
+    late = exp.claims(config, GOOD | {"time_to_perfect_b": 180.5})
     assert not late[1].passed
     # Adam has no gradient-flow time: its first perfect step is held against GD's window.
     adam = DecisionListsExperimentConfig(optimizer="adam")
-    assert exp.check(adam, GOOD | {"time_to_perfect_b": math.nan})[1].passed
-    assert not exp.check(adam, GOOD | {"steps_to_perfect_b": 20001})[1].passed
+    assert exp.claims(adam, GOOD | {"time_to_perfect_b": math.nan})[1].passed
+    assert not exp.claims(adam, GOOD | {"steps_to_perfect_b": 20001})[1].passed
 
 
 def tiny_mode_a() -> tuple[DecisionLists, Population, DecisionListAttention, dict]:
@@ -106,7 +91,7 @@ def test_reading_the_device_state_late_changes_nothing(bad_step, monkeypatch):
     the curve, the first perfect step and the weights equal those of reading every step (the CPU
     rule), also when the loss of step `bad_step` is NaN (the curve stops there, with the weights
     of that step). Forced here on CPU."""
-    import icgd.experiments.decision_list_fits as fits
+    import icgd.experiments.decision_lists.fits as fits
 
     task, pop, model, W0 = tiny_mode_a()
     loss = fits.sequence_loss
@@ -249,7 +234,7 @@ def test_tiny_run_with_adam_on_fresh_samples(tmp_path):
 
 
 def test_weighted_perfect_is_exactly_one_when_every_sequence_is_perfect():
-    from icgd.experiments.decision_list_fits import weighted_perfect
+    from icgd.experiments.decision_lists.fits import weighted_perfect
 
     labels = torch.zeros(5000, 2, dtype=torch.int64)
     Z = torch.zeros(5000, 3, 2)
@@ -259,3 +244,16 @@ def test_weighted_perfect_is_exactly_one_when_every_sequence_is_perfect():
     assert weighted_perfect(Z, labels, weights) == 1.0
     Z[7, 1, 0] = 5.0  # one sequence wrong
     assert weighted_perfect(Z, labels, weights) == pytest.approx(1 - 1 / 5000)
+
+
+def test_memory_estimate_grows_with_the_sizes():
+    """The estimate is positive by default and grows with the number of sequences (n: L^n of
+    them in the exact preset; `population` in the sampled one) and with L."""
+    config = DecisionListsExperimentConfig()
+    base = EXPERIMENT.memory(config)
+    assert base.total > 0 and {"L", "n", "population"} <= set(base.fields)
+    assert EXPERIMENT.memory(config.model_copy(update={"n": 5})).total >= 2 * base.total
+    assert EXPERIMENT.memory(config.model_copy(update={"L": 16})).total >= 2 * base.total
+    sampled = resolve_config("decision-lists", overrides=["preset=sampled"])
+    bigger = resolve_config("decision-lists", overrides=["preset=sampled", "population=40000"])
+    assert EXPERIMENT.memory(bigger).total >= 2 * EXPERIMENT.memory(sampled).total

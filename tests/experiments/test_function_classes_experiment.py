@@ -10,34 +10,21 @@ import pytest
 import torch
 
 from icgd.core.results import read_result
-from icgd.experiments import load_all
+from icgd.experiments.figures import draw_figures
 from icgd.experiments.function_classes import (
     ALL_CLASSES,
+    EXPERIMENT,
+    SMOKE,
     FunctionClassesConfig,
     FunctionClassesExperiment,
-    _model_at_queries,
     shift_label,
 )
-from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
+from icgd.experiments.function_classes.evaluation import _model_at_queries
 from icgd.models import GPT, GPTConfig
-from icgd.reporting.figures import draw_figures
+from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 from icgd.tasks.function_classes import ShiftConfig
 
-load_all()
-
-TINY = [
-    "d=2",
-    "n_points=5",
-    "size=tiny",
-    "train.steps=4",
-    "train.batch_size=8",
-    "train.eval_batch_size=16",
-    "train.eval_every=2",
-    "train.checkpoint_every=2",
-    "curriculum={dims: {start: 1, end: 2, interval: 2}, points: {start: 3, end: 5, interval: 2}}",
-    "test_batch_size=32",
-    "slow_baseline_prompts=3",
-]
+TINY = list(SMOKE)
 
 LINEAR_GOOD = {
     "linear.model.err_k_ge_2d": 0.03,
@@ -50,21 +37,21 @@ LINEAR_GOOD = {
 def test_linear_claims_pass_on_good_metrics_and_fail_one_by_one():
     config = FunctionClassesConfig()
     exp = FunctionClassesExperiment()
-    claims = exp.check(config, LINEAR_GOOD)
+    claims = exp.claims(config, LINEAR_GOOD)
     assert [c.name for c in claims] == [
         "linear_near_least_squares",
         "linear_far_below_knn_averaging",
     ]
     assert all(c.passed for c in claims)
     # an averaging-like model fails both; a gap just above 0.1 fails only the first
-    averaging_like = exp.check(config, LINEAR_GOOD | {"linear.model.err_k_ge_2d": 0.55})
+    averaging_like = exp.claims(config, LINEAR_GOOD | {"linear.model.err_k_ge_2d": 0.55})
     assert not any(c.passed for c in averaging_like)
-    gap = exp.check(
+    gap = exp.claims(
         config,
         LINEAR_GOOD | {"linear.model.err_k_ge_2d": 0.11, "linear.averaging.err_k_ge_2d": 1.0},
     )
     assert [c.passed for c in gap] == [False, True]
-    nan = exp.check(config, LINEAR_GOOD | {"linear.model.err_k_ge_2d": math.nan})
+    nan = exp.claims(config, LINEAR_GOOD | {"linear.model.err_k_ge_2d": math.nan})
     assert not any(c.passed for c in nan)
 
 
@@ -77,15 +64,15 @@ def test_other_classes_are_checked_against_their_best_baseline():
         "sparse_linear.knn3.err_k_ge_2d": 0.7,
         "sparse_linear.averaging.err_k_ge_2d": 0.6,
     }
-    (claim,) = FunctionClassesExperiment().check(config, metrics)
+    (claim,) = FunctionClassesExperiment().claims(config, metrics)
     assert claim.name == "sparse_linear_matches_best_baseline"
     assert claim.measured == pytest.approx(1.2) and claim.passed
-    (worse,) = FunctionClassesExperiment().check(
+    (worse,) = FunctionClassesExperiment().claims(
         config, metrics | {"sparse_linear.model.err_k_ge_2d": 0.13}
     )
     assert not worse.passed
     # a class whose metrics are missing (not run) fails, never passes vacuously
-    (missing,) = FunctionClassesExperiment().check(config, {})
+    (missing,) = FunctionClassesExperiment().claims(config, {})
     assert not missing.passed
 
 
@@ -182,6 +169,19 @@ def test_tiny_run_of_every_class_has_its_baselines(tmp_path):
     assert len(result.claims) == 5 and all(
         c.name.endswith("_matches_best_baseline") for c in result.claims
     )
+
+
+def test_memory_estimate_is_positive_and_grows_with_the_sizes():
+    config = FunctionClassesConfig()
+    base = EXPERIMENT.memory(config)
+    assert base.total > 0 and all(v > 0 for v in base.parts.values())
+    assert {"train.batch_size", "test_batch_size", "size"} <= set(base.fields)
+    train = config.train.model_copy(update={"batch_size": 4 * config.train.batch_size})
+    bigger_batch = EXPERIMENT.memory(config.model_copy(update={"train": train}))
+    assert bigger_batch.parts["training batch"] >= 2 * base.parts["training batch"]
+    for field, value in (("test_batch_size", 4 * config.test_batch_size), ("size", "standard")):
+        grown = EXPERIMENT.memory(config.model_copy(update={field: value}))
+        assert grown.total >= 2 * base.total, field
 
 
 @pytest.mark.parametrize(

@@ -10,38 +10,16 @@ import torch
 
 from icgd.constructions import lsa_from_gd_step
 from icgd.core.results import read_result
-from icgd.experiments import load_all
-from icgd.experiments.gd_vs_transformer import (
-    GDvsTransformer,
-    GDvsTransformerConfig,
-    _gd_step_aligned,
-    _with_weights,
+from icgd.experiments.figures import draw_figures
+from icgd.experiments.gd_vs_transformer import EXPERIMENT, GDvsTransformer, GDvsTransformerConfig
+from icgd.experiments.gd_vs_transformer.measurements import (
+    gd_step_aligned,
+    off_pattern_ratio,
+    with_weights,
 )
-from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
-from icgd.reporting.figures import draw_figures
+from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
-load_all()
-
-TINY = [
-    "d=3",
-    "n=6",
-    "depth=2",
-    "train.steps=20",
-    "train.batch_size=128",
-    "train.eval_batch_size=128",
-    "train.eval_every=10",
-    "train.checkpoint_every=10",
-    "train_deep.steps=20",
-    "train_deep.batch_size=128",
-    "train_deep.eval_batch_size=128",
-    "train_deep.eval_every=10",
-    "train_deep.checkpoint_every=10",
-    "test_batch_size=512",
-    "fit_batch_size=512",
-    "comparison_batch_size=64",
-    "ood_scales=[0.5,1.0,2.0]",
-    "interpolation_points=3",
-]
+TINY = list(EXPERIMENT.presets["smoke"])
 
 IDEAL = {
     "one_layer_vs_gd_model_cosine": 0.9999,
@@ -67,7 +45,7 @@ BROKEN = {
 
 def test_claims_pass_on_ideal_metrics_and_fail_one_by_one():
     config = GDvsTransformerConfig()
-    claims = GDvsTransformer().check(config, IDEAL)
+    claims = GDvsTransformer().claims(config, IDEAL)
     assert [c.name for c in claims] == [
         "one_layer_is_gd",
         "one_layer_loss",
@@ -80,7 +58,7 @@ def test_claims_pass_on_ideal_metrics_and_fail_one_by_one():
     assert all(c.passed for c in claims), [c for c in claims if not c.passed]
     for key, value in BROKEN.items():
         failed = [
-            c.name for c in GDvsTransformer().check(config, IDEAL | {key: value}) if not c.passed
+            c.name for c in GDvsTransformer().claims(config, IDEAL | {key: value}) if not c.passed
         ]
         assert len(failed) == 1, (key, failed)
 
@@ -91,8 +69,8 @@ def test_alignment_recovers_a_rescaled_construction(c):
     d, eta = 4, 0.8
     gd = lsa_from_gd_step(d, eta)
     P, Q = (m.detach() for m in gd.layer_matrices())
-    rescaled = _with_weights(gd, c * P, Q / c)
-    P_a, Q_a = _gd_step_aligned(rescaled, eta)
+    rescaled = with_weights(gd, c * P, Q / c)
+    P_a, Q_a = gd_step_aligned(rescaled, eta)
     torch.testing.assert_close(P_a, c * P, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(Q_a, Q / c, rtol=1e-12, atol=1e-12)
     # the aligned construction computes the same function as the plain one
@@ -100,7 +78,7 @@ def test_alignment_recovers_a_rescaled_construction(c):
     Z[:, d, -1] = 0
     with torch.no_grad():
         torch.testing.assert_close(
-            _with_weights(gd, P_a, Q_a).predict(Z), gd.predict(Z), rtol=1e-12, atol=1e-12
+            with_weights(gd, P_a, Q_a).predict(Z), gd.predict(Z), rtol=1e-12, atol=1e-12
         )
 
 
@@ -170,11 +148,22 @@ def test_default_run_passes_every_claim(tmp_path):
 
 def test_off_pattern_ratio_is_zero_on_the_gd_plus_plus_construction():
     from icgd.constructions import lsa_from_gd_plus_plus_steps
-    from icgd.experiments.gd_vs_transformer import _off_pattern_ratio
 
     model = lsa_from_gd_plus_plus_steps(3, [0.5, 2.0], [0.3, 0.0])
     P, Q = (m.detach()[:, 0] for m in model.layer_matrices())
-    assert _off_pattern_ratio(P, Q) == [0.0, 0.0]
+    assert off_pattern_ratio(P, Q) == [0.0, 0.0]
     P[1, 0, 3] = 1.0  # an x → y leak in layer 2: P[0, d]
-    ratios = _off_pattern_ratio(P, Q)
+    ratios = off_pattern_ratio(P, Q)
     assert ratios[0] == 0.0 and 0 < ratios[1] < 1
+
+
+def test_memory_estimate_is_positive_and_grows_with_the_sizes():
+    config = GDvsTransformerConfig()
+    base = EXPERIMENT.memory(config)
+    assert base.total > 0 and {"fit_batch_size", "test_batch_size"} <= set(base.fields)
+    # the line search over the fit prompts dominates at the default sizes
+    for update in ({"fit_batch_size": 4 * config.fit_batch_size}, {"n": 4 * config.n}):
+        grown = EXPERIMENT.memory(config.model_copy(update=update))
+        assert grown.total >= 2 * base.total, (update, grown.total, base.total)
+    for update in ({"test_batch_size": 4 * config.test_batch_size}, {"depth": 4}):
+        assert EXPERIMENT.memory(config.model_copy(update=update)).total > base.total, update

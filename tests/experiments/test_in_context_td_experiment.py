@@ -10,34 +10,18 @@ import torch
 
 from icgd.core.results import read_result
 from icgd.core.rng import make_generator
-from icgd.experiments import load_all
+from icgd.experiments.figures import draw_figures
 from icgd.experiments.in_context_td import (
+    EXPERIMENT,
     InContextTD,
     InContextTDConfig,
     td_loss,
     td_sampler,
 )
-from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
 from icgd.models import TDTransformer, TDTransformerConfig
-from icgd.reporting.figures import draw_figures
+from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
-load_all()
-
-TINY = [
-    "d=2",
-    "s=5",
-    "n=6",
-    "n_layers=2",
-    "processes=12",
-    "minibatch=8",
-    "minibatches_per_process=2",
-    "eval_every=6",
-    "snapshots=3",
-    "eval_processes=16",
-    "context_lengths=[2,4,8]",
-    "model_context_lengths=[3,6]",
-    "construction_layers=4",
-]
+TINY = list(EXPERIMENT.presets["smoke"])
 
 GOOD = {
     "p_mass": 0.9,
@@ -61,7 +45,7 @@ BAD = {
 def test_claims_pass_on_good_metrics_and_fail_one_by_one():
     config = InContextTDConfig()
     exp = InContextTD()
-    claims = exp.check(config, GOOD)
+    claims = exp.claims(config, GOOD)
     assert [c.name for c in claims] == [
         "P_value_entry_mass",
         "Q_td_block_mass",
@@ -71,9 +55,9 @@ def test_claims_pass_on_good_metrics_and_fail_one_by_one():
     ]
     assert all(c.passed for c in claims)
     for key, value in BAD.items():
-        failed = [c.name for c in exp.check(config, GOOD | {key: value}) if not c.passed]
+        failed = [c.name for c in exp.claims(config, GOOD | {key: value}) if not c.passed]
         assert len(failed) == 1, (key, failed)
-    assert not any(c.passed for c in exp.check(config, {}))  # missing metrics never pass
+    assert not any(c.passed for c in exp.claims(config, {}))  # missing metrics never pass
 
 
 def test_batched_td_loss_equals_the_window_by_window_loop():
@@ -173,3 +157,18 @@ def test_default_run(tmp_path):
     run_dir = prepare_run_dir("in-context-td", config, tmp_path / "default")
     result = run_experiment("in-context-td", config, run_dir)
     assert result.status == "passed", [c for c in result.claims if not c.passed]
+
+
+def test_memory_estimate_grows_with_the_sizes():
+    """Positive by default; grows with the held-out processes, the context length and the
+    training batch."""
+    config = InContextTDConfig()
+    base = EXPERIMENT.memory(config)
+    assert base.total > 0 and {"n", "minibatch", "eval_processes"} <= set(base.fields)
+    for update in ({"eval_processes": 2048}, {"minibatch": 256}, {"d": 16}):
+        bigger = EXPERIMENT.memory(config.model_copy(update=update))
+        assert bigger.total >= 2 * base.total, update
+    longer = config.model_copy(update={"n": 120, "model_context_lengths": [5, 480]})
+    assert EXPERIMENT.memory(longer).total >= 2 * base.total
+    batch = config.model_copy(update={"processes_per_batch": 64})
+    assert EXPERIMENT.memory(batch).parts["training batch"] >= 4 * base.parts["training batch"]

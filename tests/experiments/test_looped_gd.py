@@ -8,21 +8,10 @@ import math
 import pytest
 
 from icgd.core.results import read_result
-from icgd.experiments import load_all
-from icgd.experiments.looped_gd import LoopedGD, LoopedGDConfig
-from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
+from icgd.experiments.looped_gd import EXPERIMENT, LoopedGD, LoopedGDConfig
+from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
-load_all()
-
-TINY = [
-    "train.steps=30",
-    "train.batch_size=256",
-    "train.eval_batch_size=256",
-    "train.eval_every=10",
-    "train.checkpoint_every=10",
-    "theory_samples=2000",
-    "test_batch_size=1024",
-]
+TINY = list(EXPERIMENT.presets["smoke"])
 
 
 def run(tmp_path, overrides):
@@ -47,7 +36,7 @@ IDEAL = {
 
 def test_claims_pass_on_ideal_metrics_and_fail_one_by_one():
     config = LoopedGDConfig()
-    claims = LoopedGD().check(config, IDEAL)
+    claims = LoopedGD().claims(config, IDEAL)
     assert [c.name for c in claims] == [
         "u_vanishes",
         "whitened_is_identity",
@@ -66,13 +55,13 @@ def test_claims_pass_on_ideal_metrics_and_fail_one_by_one():
         "median_ratio_2L_vs_L": 1.2,
     }
     for key, value in broken.items():
-        failed = [c.name for c in LoopedGD().check(config, IDEAL | {key: value}) if not c.passed]
+        failed = [c.name for c in LoopedGD().claims(config, IDEAL | {key: value}) if not c.passed]
         assert len(failed) == 1, (key, failed)
 
 
 def test_claims_follow_the_setting():
     config = LoopedGDConfig(loops=5, parametrisation="sparse", tolerances={"alpha_rel": 0.2})
-    claims = {c.name: c for c in LoopedGD().check(config, IDEAL | {"alpha": 0.8})}
+    claims = {c.name: c for c in LoopedGD().claims(config, IDEAL | {"alpha": 0.8})}
     assert "u_vanishes" not in claims  # no u in the sparse parametrisation
     assert (
         "K=10" in claims["more_loops_help"].statement
@@ -153,3 +142,16 @@ def test_default_run_passes_every_claim(tmp_path):
     result = run_experiment("looped-gd", config, run_dir)
     failed = [(c.name, c.measured, c.expected, c.tolerance) for c in result.claims if not c.passed]
     assert result.status == "passed", failed
+
+
+def test_memory_estimate_grows_with_the_sizes_it_names():
+    base = EXPERIMENT.memory(LoopedGDConfig())
+    assert base.total > 0 and "train.batch_size" in base.fields
+    for change, part in (
+        ("n=80", "test prompts and loops"),  # a prompt holds (d+1)(n+1) numbers: ×3.9
+        ("train.batch_size=16384", "training batches"),
+        ("test_batch_size=262144", "test prompts and loops"),
+    ):
+        bigger = EXPERIMENT.memory(resolve_config("looped-gd", overrides=[change]))
+        assert bigger.parts[part] >= 3.5 * base.parts[part], change
+        assert bigger.total > base.total, change

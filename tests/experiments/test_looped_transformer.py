@@ -8,33 +8,16 @@ import math
 import pytest
 
 from icgd.core.results import read_result
-from icgd.experiments import load_all
+from icgd.experiments.figures import draw_figures
 from icgd.experiments.looped_transformer import (
+    EXPERIMENT,
+    SMOKE,
     LoopedTransformerConfig,
     LoopedTransformerExperiment,
 )
-from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
-from icgd.reporting.figures import draw_figures
+from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
-load_all()
-
-TINY = [
-    "d=2",
-    "n_points=5",
-    "n_embd=16",
-    "n_head=2",
-    "n_loops=2",
-    "grad_last=1",
-    "depth=2",
-    "train.steps=6",
-    "train.batch_size=8",
-    "train.eval_batch_size=16",
-    "train.eval_every=3",
-    "train.checkpoint_every=3",
-    "test_loop_factor=2",
-    "test_batch_size=32",
-    "loop_curriculum=null",
-]
+TINY = list(SMOKE)
 
 IDEAL = {
     "error_ratio_looped_multilayer": 1.2,
@@ -53,7 +36,7 @@ BROKEN = {
 
 def test_claims_pass_on_ideal_metrics_and_fail_one_by_one():
     config = LoopedTransformerConfig()
-    claims = LoopedTransformerExperiment().check(config, IDEAL)
+    claims = LoopedTransformerExperiment().claims(config, IDEAL)
     assert [c.name for c in claims] == [
         "looped_matches_multilayer",
         "looped_fewer_parameters",
@@ -62,13 +45,13 @@ def test_claims_pass_on_ideal_metrics_and_fail_one_by_one():
     ]
     assert all(c.passed for c in claims), [c for c in claims if not c.passed]
     for key, value in BROKEN.items():
-        claims = LoopedTransformerExperiment().check(config, IDEAL | {key: value})
+        claims = LoopedTransformerExperiment().claims(config, IDEAL | {key: value})
         failed = [c.name for c in claims if not c.passed]
         assert len(failed) == 1, (key, failed)
     # NaN never passes; the error-factor boundary is inclusive
-    nan = LoopedTransformerExperiment().check(config, IDEAL | {"loop_flatness": math.nan})
+    nan = LoopedTransformerExperiment().claims(config, IDEAL | {"loop_flatness": math.nan})
     assert not nan[2].passed
-    edge = LoopedTransformerExperiment().check(
+    edge = LoopedTransformerExperiment().claims(
         config, IDEAL | {"error_ratio_looped_multilayer": 2.0}
     )
     assert edge[0].passed
@@ -134,6 +117,19 @@ def test_tiny_run_with_curricula(tmp_path):
     )
     assert result.status in ("passed", "failed")
     assert math.isfinite(result.metrics["err_looped_k_ge_d"])
+
+
+def test_memory_estimate_is_positive_and_grows_with_the_sizes():
+    config = LoopedTransformerConfig()
+    base = EXPERIMENT.memory(config)
+    assert base.total > 0 and all(v > 0 for v in base.parts.values())
+    assert {"train.batch_size", "test_batch_size", "n_embd"} <= set(base.fields)
+    train = config.train.model_copy(update={"batch_size": 4 * config.train.batch_size})
+    bigger_batch = EXPERIMENT.memory(config.model_copy(update={"train": train}))
+    assert bigger_batch.parts["training batch"] >= 2 * base.parts["training batch"]
+    for field, value in (("test_batch_size", 4 * config.test_batch_size), ("n_embd", 256)):
+        grown = EXPERIMENT.memory(config.model_copy(update={field: value}))
+        assert grown.total >= 2 * base.total, field
 
 
 @pytest.mark.parametrize(

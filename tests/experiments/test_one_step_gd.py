@@ -12,10 +12,9 @@ import torch
 from icgd.analysis import effective_preconditioners, one_step_predictor_gap, predictor_leak_ratio
 from icgd.constructions import lsa_from_preconditioned_gd
 from icgd.core.results import read_result
-from icgd.experiments import load_all
-from icgd.experiments.one_step_gd import OneStepGD, OneStepGDConfig
-from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
-from icgd.reporting.figures import draw_figures
+from icgd.experiments.figures import draw_figures
+from icgd.experiments.one_step_gd import EXPERIMENT, OneStepGD, OneStepGDConfig
+from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 from icgd.tasks import LinearRegression, LinearRegressionConfig
 from icgd.theory import (
     ahn_optimal_preconditioner,
@@ -23,16 +22,7 @@ from icgd.theory import (
     optimal_one_step_scale,
 )
 
-load_all()
-
-TINY = [
-    "train.steps=20",
-    "train.batch_size=256",
-    "train.eval_batch_size=256",
-    "train.eval_every=10",
-    "train.checkpoint_every=10",
-    "test_batch_size=1024",
-]
+TINY = list(EXPERIMENT.presets["smoke"])
 
 IDEAL = {
     "leak_ratio": 0.01,
@@ -52,7 +42,7 @@ BROKEN = {
 
 def test_claims_pass_on_ideal_metrics_and_fail_one_by_one():
     config = OneStepGDConfig()
-    claims = OneStepGD().check(config, IDEAL)
+    claims = OneStepGD().claims(config, IDEAL)
     assert [c.name for c in claims] == [
         "leak_vanishes",
         "gamma_is_optimal",
@@ -61,14 +51,14 @@ def test_claims_pass_on_ideal_metrics_and_fail_one_by_one():
     ]
     assert all(c.passed for c in claims)
     for key, value in BROKEN.items():
-        failed = [c.name for c in OneStepGD().check(config, IDEAL | {key: value}) if not c.passed]
+        failed = [c.name for c in OneStepGD().claims(config, IDEAL | {key: value}) if not c.passed]
         assert len(failed) == 1, (key, failed)
 
 
 def test_step_claim_only_in_the_isotropic_setting():
     for setting in ("anisotropic", "anisotropic_inverse_prior"):
         config = OneStepGDConfig(setting=setting)
-        names = [c.name for c in OneStepGD().check(config, IDEAL)]
+        names = [c.name for c in OneStepGD().claims(config, IDEAL)]
         assert names == ["leak_vanishes", "gamma_is_optimal", "loss_is_optimal"]
 
 
@@ -186,7 +176,7 @@ def test_tiny_run_writes_a_complete_folder(tmp_path, setting):
 def test_inverse_prior_optimum_is_not_ahns_formula(tmp_path):
     """The run's Γ* is the optimum for w* ~ N(0, Σ⁻¹), not Ahn's formula for w* ~ N(0, I)."""
     config, run_dir, result = run(tmp_path, ["setting=anisotropic_inverse_prior"])
-    from icgd.reporting.figures import read_arrays
+    from icgd.core.figures import read_arrays
 
     arrays = read_arrays(run_dir / "arrays.safetensors")
     task = LinearRegression(config.task_config(), rotation_seed=0, dtype=torch.float64)
@@ -206,3 +196,23 @@ def test_default_run_passes_every_claim(tmp_path, setting):
     result = run_experiment("one-step-gd", config, run_dir)
     failed = [(c.name, c.measured, c.expected, c.tolerance) for c in result.claims if not c.passed]
     assert result.status == "passed", failed
+
+
+def test_memory_estimate_is_positive_and_grows_with_the_sizes():
+    config = OneStepGDConfig()
+    base = EXPERIMENT.memory(config)
+    assert base.total > 0 and all(v > 0 for v in base.parts.values())
+    assert {"d", "n", "train.batch_size", "test_batch_size"} <= set(base.fields)
+    # The test prompts dominate at the default sizes: ×4 of them more than doubles the total.
+    more_tests = EXPERIMENT.memory(config.model_copy(update={"test_batch_size": 4 * 65536}))
+    assert more_tests.total >= 2 * base.total
+    assert EXPERIMENT.memory(config.model_copy(update={"n": 80})).total >= 2 * base.total
+    bigger_batch = EXPERIMENT.memory(
+        config.model_copy(
+            update={"train": config.train.model_copy(update={"batch_size": 4 * 4096})}
+        )
+    )
+    assert bigger_batch.parts["training batch"] == 4 * base.parts["training batch"]
+    assert bigger_batch.total > base.total
+    float64 = EXPERIMENT.memory(config.model_copy(update={"dtype": "float64"}))
+    assert float64.total == 2 * base.total

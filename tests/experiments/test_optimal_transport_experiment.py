@@ -9,29 +9,18 @@ import pytest
 import torch
 
 from icgd.core.results import read_result
-from icgd.experiments import load_all
+from icgd.experiments.figures import draw_figures
 from icgd.experiments.optimal_transport import (
+    EXPERIMENT,
     OptimalTransportConfig,
     OptimalTransportExperiment,
     entropic_objective,
     eval_depths,
     plan_of,
 )
-from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
-from icgd.reporting.figures import draw_figures
+from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
-load_all()
-
-TINY = [
-    "ns=[4, 6]",
-    "epsilons=[0.5]",
-    "depth=8",
-    "batch=2",
-    "sort_ns=[4, 8]",
-    "sort_epsilons=[0.1, 0.05]",
-    "sort_depth=16",
-    "sort_batch=2",
-]
+TINY = list(EXPERIMENT.presets["smoke"])
 
 
 def good_metrics(config: OptimalTransportConfig) -> dict:
@@ -50,7 +39,7 @@ def test_claims_pass_on_good_metrics_and_fail_one_by_one():
     config = OptimalTransportConfig()
     exp = OptimalTransportExperiment()
     good = good_metrics(config)
-    claims = exp.check(config, good)
+    claims = exp.claims(config, good)
     assert [c.name for c in claims] == [
         "transformer_equals_dual_ascent",
         "plan_error_falls_with_depth",
@@ -66,10 +55,10 @@ def test_claims_pass_on_good_metrics_and_fail_one_by_one():
         f"sort_floor_n{n}_eps{e:g}": 100.0,
     }
     for key, value in broken.items():
-        failed = [c.name for c in exp.check(config, good | {key: value}) if not c.passed]
+        failed = [c.name for c in exp.claims(config, good | {key: value}) if not c.passed]
         assert len(failed) == 1, (key, failed)
     # a missing measurement fails, never passes vacuously
-    assert not any(c.passed for c in exp.check(config, {}))
+    assert not any(c.passed for c in exp.claims(config, {}))
 
 
 def test_eval_depths_and_plan_helpers():
@@ -131,3 +120,14 @@ def test_default_run_passes_every_claim(tmp_path):
     run_dir = prepare_run_dir("optimal-transport", config, tmp_path / "default")
     result = run_experiment("optimal-transport", config, run_dir)
     assert result.status == "passed", [c for c in result.claims if not c.passed]
+
+
+def test_memory_estimate_grows_with_the_sizes():
+    """Positive by default; grows with the problems per (n, ε), the point-cloud size and the
+    sorting sizes."""
+    config = OptimalTransportConfig()
+    base = EXPERIMENT.memory(config)
+    assert base.total > 0 and {"ns", "batch", "sort_ns", "sort_depth"} <= set(base.fields)
+    for update in ({"batch": 64}, {"ns": (8, 32, 512)}, {"sort_ns": (8, 32, 128, 2048)}):
+        bigger = EXPERIMENT.memory(config.model_copy(update=update))
+        assert bigger.total >= 2 * base.total, update

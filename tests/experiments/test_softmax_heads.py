@@ -11,9 +11,9 @@ import torch
 
 from icgd.core.prompts import build_prompt
 from icgd.core.results import read_result
-from icgd.experiments import load_all
-from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
+from icgd.experiments.figures import draw_figures
 from icgd.experiments.softmax_heads import (
+    EXPERIMENT,
     SoftmaxHeads,
     SoftmaxHeadsConfig,
     head_metrics,
@@ -22,9 +22,7 @@ from icgd.experiments.softmax_heads import (
 )
 from icgd.models import SoftmaxAttention
 from icgd.models.softmax_attention import SoftmaxAttentionConfig
-from icgd.reporting.figures import draw_figures
-
-load_all()
+from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 NAMES = [
     "kq_homogeneous",
@@ -63,12 +61,12 @@ BROKEN = {
 
 def test_claims_pass_on_ideal_metrics_and_fail_one_by_one():
     config = SoftmaxHeadsConfig()
-    claims = SoftmaxHeads().check(config, IDEAL)
+    claims = SoftmaxHeads().claims(config, IDEAL)
     assert [c.name for c in claims] == NAMES
     assert all(c.passed for c in claims)
     for key, value in BROKEN.items():
         failed = [
-            c.name for c in SoftmaxHeads().check(config, IDEAL | {key: value}) if not c.passed
+            c.name for c in SoftmaxHeads().claims(config, IDEAL | {key: value}) if not c.passed
         ]
         assert len(failed) == 1, (key, failed)
 
@@ -158,15 +156,7 @@ def test_head_metrics_of_exact_he_weights():
     assert m["ov_x_share_max"] > 0.9 and m["ov_sum_x_share"] == 0.0
 
 
-TINY = [
-    "train.steps=20",
-    "train.batch_size=128",
-    "train.eval_batch_size=128",
-    "train.eval_every=10",
-    "train.checkpoint_every=10",
-    "test_batch_size=256",
-    "n=8",
-]
+TINY = list(EXPERIMENT.presets["smoke"])
 
 
 def test_tiny_run_writes_a_complete_folder(tmp_path):
@@ -212,3 +202,15 @@ def test_default_run_passes_every_claim(tmp_path):
     run_dir = prepare_run_dir("softmax-heads", config, tmp_path / "default")
     result = run_experiment("softmax-heads", config, run_dir)
     assert result.status == "passed", [c for c in result.claims if not c.passed]
+
+
+def test_memory_estimate_is_positive_and_grows_with_the_sizes():
+    config = SoftmaxHeadsConfig()
+    base = EXPERIMENT.memory(config)
+    assert base.total > 0 and {"n", "test_batch_size", "train.batch_size"} <= set(base.fields)
+    train = config.train.model_copy(update={"batch_size": 64 * config.train.batch_size})
+    for update in ({"n": 4 * config.n}, {"n_heads": 4 * config.n_heads}, {"train": train}):
+        grown = EXPERIMENT.memory(config.model_copy(update=update))
+        assert grown.total >= 2 * base.total, (update, grown.total, base.total)
+    bigger_test = EXPERIMENT.memory(config.model_copy(update={"test_batch_size": 1 << 20}))
+    assert bigger_test.total > base.total

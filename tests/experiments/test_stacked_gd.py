@@ -7,27 +7,11 @@ import math
 import pytest
 
 from icgd.core.results import read_result
-from icgd.experiments import load_all
-from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
-from icgd.experiments.stacked_gd import StackedGD, StackedGDConfig
-from icgd.reporting.figures import draw_figures
+from icgd.experiments.figures import draw_figures
+from icgd.experiments.stacked_gd import EXPERIMENT, StackedGD, StackedGDConfig
+from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
-load_all()
-
-TINY = [
-    "train.steps=20",
-    "train.batch_size=256",
-    "train.eval_batch_size=256",
-    "train.eval_every=10",
-    "train.checkpoint_every=10",
-    "sweep_train.steps=5",
-    "sweep_train.batch_size=128",
-    "sweep_train.eval_batch_size=128",
-    "sweep_train.eval_every=5",
-    "sweep_train.checkpoint_every=5",
-    "theory_samples=2000",
-    "test_batch_size=1024",
-]
+TINY = list(EXPERIMENT.presets["smoke"])
 
 
 def run(tmp_path, overrides):
@@ -77,11 +61,11 @@ BROKEN = {
 )
 def test_claims_pass_on_ideal_metrics_and_fail_one_by_one(parametrisation, names):
     config = StackedGDConfig(parametrisation=parametrisation)
-    claims = StackedGD().check(config, IDEAL)
+    claims = StackedGD().claims(config, IDEAL)
     assert [c.name for c in claims] == names
     assert all(c.passed for c in claims)
     for key, value in BROKEN.items():
-        failed = [c.name for c in StackedGD().check(config, IDEAL | {key: value}) if not c.passed]
+        failed = [c.name for c in StackedGD().claims(config, IDEAL | {key: value}) if not c.passed]
         used = not (
             (key == "max_dist_B" and parametrisation == "sparse")
             or (key == "max_alpha_rel_err" and parametrisation == "relaxed")
@@ -90,10 +74,10 @@ def test_claims_pass_on_ideal_metrics_and_fail_one_by_one(parametrisation, names
 
 
 def test_relaxed_loss_claim_is_one_sided_and_sparse_is_two_sided():
-    sparse = {c.name: c for c in StackedGD().check(StackedGDConfig(), IDEAL | {"loss_ratio": 0.8})}
+    sparse = {c.name: c for c in StackedGD().claims(StackedGDConfig(), IDEAL | {"loss_ratio": 0.8})}
     relaxed = {
         c.name: c
-        for c in StackedGD().check(
+        for c in StackedGD().claims(
             StackedGDConfig(parametrisation="relaxed"), IDEAL | {"loss_ratio": 0.8}
         )
     }
@@ -162,3 +146,27 @@ def test_default_run_passes_every_claim(tmp_path):
     result = run_experiment("stacked-gd", config, run_dir)
     failed = [(c.name, c.measured, c.expected, c.tolerance) for c in result.claims if not c.passed]
     assert result.status == "passed", failed
+
+
+@pytest.mark.parametrize("parametrisation", ["sparse", "relaxed"])
+def test_memory_estimate_is_positive_and_grows_with_the_sizes(parametrisation):
+    config = StackedGDConfig(parametrisation=parametrisation)
+    base = EXPERIMENT.memory(config)
+    assert base.total > 0 and all(v > 0 for v in base.parts.values())
+    assert {"n", "layers", "train.batch_size", "test_batch_size"} <= set(base.fields)
+    # The test prompts dominate at the default sizes: ×4 of them more than doubles the total.
+    more_tests = EXPERIMENT.memory(config.model_copy(update={"test_batch_size": 4 * 65536}))
+    assert more_tests.total >= 2 * base.total
+    assert EXPERIMENT.memory(config.model_copy(update={"n": 80})).total >= 2 * base.total
+    bigger_batch = EXPERIMENT.memory(
+        config.model_copy(
+            update={"train": config.train.model_copy(update={"batch_size": 4 * 4096})}
+        )
+    )
+    assert bigger_batch.parts["training batch"] == 4 * base.parts["training batch"]
+    assert bigger_batch.total > base.total
+    deeper = EXPERIMENT.memory(config.model_copy(update={"layers": 12}))
+    assert deeper.total > base.total
+    # The context sweep trains and tests at the largest n (80 by default).
+    with_n = EXPERIMENT.memory(config.model_copy(update={"sweep": "depth_and_n"}))
+    assert with_n.total > base.total

@@ -11,29 +11,19 @@ import torch
 from icgd.cli import main
 from icgd.core.prompts import build_prompt
 from icgd.core.results import read_result
-from icgd.experiments import load_all
-from icgd.experiments.prefixes import line_search_gd, prefix_prompts, summed_gd
-from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
-from icgd.experiments.which_algorithm import WhichAlgorithm
-from icgd.experiments.which_algorithm_config import PRESETS, WhichAlgorithmConfig
+from icgd.experiments.figures import draw_figures
+from icgd.experiments.which_algorithm import (
+    EXPERIMENT,
+    PRESETS,
+    SMOKE,
+    WhichAlgorithm,
+    WhichAlgorithmConfig,
+)
+from icgd.experiments.which_algorithm.prefixes import line_search_gd, prefix_prompts, summed_gd
 from icgd.models import LinearSelfAttention, LSAConfig
-from icgd.reporting.figures import draw_figures
+from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
-load_all()
-
-TINY = [
-    "d=3",
-    "depths=[1,2]",
-    "noise_levels=[0,0.5]",
-    "train.steps=12",
-    "train.batch_size=128",
-    "train.eval_batch_size=128",
-    "train.eval_every=6",
-    "train.checkpoint_every=6",
-    "test_batch_size=256",
-    "tune_batch_size=256",
-    "ilwd_batch_size=32",
-]
+TINY = list(SMOKE)  # the smoke preset: d = 3, depths 1 and 2, σ ∈ {0, 0.5}, a few steps
 
 
 def run(tmp_path, name: str, overrides=()):
@@ -68,14 +58,14 @@ def metrics_for(depths, noises, good: bool) -> dict:
 
 def claim_names(depths, noises):
     config = WhichAlgorithmConfig(depths=depths, noise_levels=noises)
-    return [c.name for c in WhichAlgorithm().check(config, metrics_for(depths, noises, True))]
+    return [c.name for c in WhichAlgorithm().claims(config, metrics_for(depths, noises, True))]
 
 
 def test_claims_pass_for_the_paper_and_fail_for_the_opposite():
     depths, noises = (1, 2, 4, 8), (0.0, 0.25, 0.5)
     config = WhichAlgorithmConfig(depths=depths, noise_levels=noises)
-    good = WhichAlgorithm().check(config, metrics_for(depths, noises, True))
-    bad = WhichAlgorithm().check(config, metrics_for(depths, noises, False))
+    good = WhichAlgorithm().claims(config, metrics_for(depths, noises, True))
+    bad = WhichAlgorithm().claims(config, metrics_for(depths, noises, False))
     assert [c.name for c in good] == [c.name for c in bad]
     assert all(c.passed for c in good), [c.name for c in good if not c.passed]
     assert not any(c.passed for c in bad), [c.name for c in bad if c.passed]
@@ -107,13 +97,13 @@ def test_claims_edge_values():
     # λ within a factor 2 passes (tolerance log2 2 = 1), a factor 4 fails.
     for factor, passes in ((2.0, True), (0.5, True), (4.0, False)):
         m["closest_ridge_lambda_s0.5"] = [16.0, 0.25 * factor]
-        claim = {c.name: c for c in WhichAlgorithm().check(config, m)}[
+        claim = {c.name: c for c in WhichAlgorithm().claims(config, m)}[
             "closest_ridge_is_bayes_s0.5"
         ]
         assert claim.passed is passes, factor
     # A missing/NaN metric (e.g. a diverged model) never passes.
     m["spd_gd_s0.5"] = [None, 1.0]
-    claims = {c.name: c for c in WhichAlgorithm().check(config, m)}
+    claims = {c.name: c for c in WhichAlgorithm().claims(config, m)}
     assert not claims["depth1_closest_to_gd_s0.5"].passed
     assert not claims["spd_gd_grows_with_depth_s0.5"].passed
 
@@ -158,6 +148,33 @@ def test_invalid_values_give_one_line_errors_at_the_cli(override, field, tmp_pat
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: {field}"), err
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_memory_estimate_is_positive_and_grows_with_the_sizes():
+    config = WhichAlgorithmConfig()
+    base = EXPERIMENT.memory(config)
+    assert base.total > 0 and all(v > 0 for v in base.parts.values()), base.parts
+    train = config.train.model_copy(update={"batch_size": 4 * config.train.batch_size})
+    for field, bigger, part, factor in (
+        ("test_batch_size", config.model_copy(update={"test_batch_size": 32768}), "baselines", 2),
+        ("train.batch_size", config.model_copy(update={"train": train}), "training batch", 2),
+        ("eval_chunk", config.model_copy(update={"eval_chunk": 8192}), "model predictions", 2),
+        ("depths", config.model_copy(update={"depths": (1, 16)}), "training batch", 1.5),  # ×2
+    ):
+        assert field in base.fields
+        grown = EXPERIMENT.memory(bigger)
+        assert grown.parts[part] >= factor * base.parts[part], field
+        assert grown.total > base.total, field
+    # The test prompts dominate at the default sizes: ×4 of them is ≥ ×2 of the whole estimate.
+    many = config.model_copy(update={"test_batch_size": 4 * config.test_batch_size})
+    assert EXPERIMENT.memory(many).total >= 2 * base.total
+    for kind in ("softmax", "gpt", "looped"):
+        family = resolve_config("which-algorithm", overrides=[f"model.kind={kind}"])
+        wide = resolve_config(
+            "which-algorithm", overrides=[f"model.kind={kind}", "train.batch_size=4096"]
+        )
+        small, large = EXPERIMENT.memory(family), EXPERIMENT.memory(wide)
+        assert large.parts["training batch"] >= 2 * small.parts["training batch"] > 0, kind
 
 
 # --- prompts and baselines ----------------------------------------------------------------------

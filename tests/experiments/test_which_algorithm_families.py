@@ -12,16 +12,17 @@ import torch
 from icgd.cli import main
 from icgd.core.prompts import build_prompt
 from icgd.core.results import read_result
-from icgd.experiments import load_all
 from icgd.experiments.common import regression_task_config
-from icgd.experiments.prefixes import CausalPrefixes, causal_predict, prefix_protocol
-from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
-from icgd.experiments.which_algorithm_config import DEFAULT_TRAIN, FAMILY_TRAIN
+from icgd.experiments.figures import draw_figures
+from icgd.experiments.which_algorithm import DEFAULT_TRAIN, FAMILY_TRAIN
+from icgd.experiments.which_algorithm.prefixes import (
+    CausalPrefixes,
+    causal_predict,
+    prefix_protocol,
+)
 from icgd.models import ModelSpec, build_model
-from icgd.reporting.figures import draw_figures
+from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 from icgd.tasks import LinearRegression
-
-load_all()
 
 B, N, D, M = 3, 5, 2, 4  # prompts, n_max, d, probes
 

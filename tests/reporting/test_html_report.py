@@ -22,12 +22,9 @@ import pytest
 
 from icgd.cli import main
 from icgd.core.results import read_result, write_result
-from icgd.experiments import load_all
-from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
-from icgd.reporting.figures import draw_figures
+from icgd.experiments.figures import draw_figures
 from icgd.reporting.html import write_report
-
-load_all()
+from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"  # git-ignored; kept after the run for a person to look at
@@ -63,7 +60,7 @@ def ensemble(tiny_run, tmp_path_factory) -> Path:
     """A seed-ensemble folder built from two copies of the tiny run (seed1 fails one more claim),
     aggregated by the ensemble code itself."""
     from icgd.experiments.one_step_gd import OneStepGDConfig
-    from icgd.experiments.seeds import aggregate
+    from icgd.runs.seeds import aggregate
 
     root = tmp_path_factory.mktemp("ensemble") / "ens"
     results = []
@@ -86,7 +83,7 @@ def ensemble(tiny_run, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sweep_dir(tiny_run, tmp_path_factory) -> Path:
-    """A sweep folder in the layout of `icgd.experiments.sweep`: two finished points (copies of
+    """A sweep folder in the layout of `icgd.runs.sweep`: two finished points (copies of
     the tiny run) and one pending point, with its sweep.json."""
     root = tmp_path_factory.mktemp("sweep") / "sw"
     folders = ["000-n=10", "001-n=20", "002-n=30"]

@@ -12,11 +12,8 @@ import pytest
 
 from icgd.cli import main
 from icgd.core.results import read_result, write_result
-from icgd.experiments import load_all
-from icgd.experiments.runner import prepare_run_dir, resolve_config, run_experiment
 from icgd.reporting.status import BEGIN, END, HEADERS
-
-load_all()
+from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 TINY = [
     "train.steps=10",
@@ -109,7 +106,7 @@ def test_a_seed_ensemble_row_gives_pass_rates_and_its_seeds(runs, tmp_path, cli)
     """Seeds 0 and 3, each from a real tiny run: seed 0 passes every claim, seed 3 all but the
     first, so all but one claim pass on every seed."""
     from icgd.experiments.one_step_gd import OneStepGDConfig
-    from icgd.experiments.seeds import aggregate
+    from icgd.runs.seeds import aggregate
 
     old, new = runs
     results = [read_result(old / "result.json"), read_result(new / "result.json")]
@@ -149,8 +146,6 @@ def test_bad_readme_is_a_one_line_error_and_nothing_is_written(case, runs, tmp_p
 
 
 def test_every_experiment_names_its_paper():
-    from icgd.core.registry import names
-    from icgd.experiments import papers
+    from icgd.experiments.api import EXPERIMENTS
 
-    assert sorted(papers()) == names()
-    assert all(paper.strip() for paper in papers().values())
+    assert all(experiment.paper.strip() for _, experiment in EXPERIMENTS.items())

@@ -1,0 +1,67 @@
+"""Figures of `one-step-gd`: training loss vs the Γ* optimum, heat maps of P and Q (which blocks
+survive), and Γ next to Γ*."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from icgd.core.figures import read_arrays, read_metrics, save
+from icgd.core.results import Result
+
+
+def _heatmap(fig, ax, M, title: str, bound: float | None = None) -> None:
+    bound = bound or float(abs(M).max()) or 1.0
+    image = ax.imshow(M, cmap="RdBu_r", vmin=-bound, vmax=bound)
+    ax.set(title=title, xticks=[], yticks=[])
+    fig.colorbar(image, ax=ax, shrink=0.8)
+
+
+def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    m = result.metrics
+    evals = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
+    arrays = read_arrays(run_dir / "arrays.safetensors")
+    setting = result.config.get("setting", "")
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    if evals:
+        ax.plot(
+            [r["step"] for r in evals], [r["loss"] for r in evals], label="one-layer LSA (full)"
+        )
+    if m.get("loss_theory") is not None:
+        ax.axhline(m["loss_theory"], color="k", ls="--", lw=1, label="theory: one GD step with Γ*")
+    if m.get("loss_zero") is not None:
+        ax.axhline(m["loss_zero"], color="grey", ls=":", lw=1, label="predict 0")
+    ax.set(xlabel="step", ylabel="held-out MSE", yscale="log", title=f"training loss ({setting})")
+    ax.legend()
+    paths.append(save(fig, out / "training_loss.png"))
+
+    if evals and "leak_ratio" in evals[0]:
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        steps = [r["step"] for r in evals]
+        ax.plot(steps, [r["leak_ratio"] for r in evals], label="leak ratio")
+        ax.plot(steps, [r["gamma_rel_error"] for r in evals], label="‖Γ − Γ*‖_F / ‖Γ*‖_F")
+        ax.set(xlabel="step", ylabel="relative error (no unit)", yscale="log",
+               title="convergence to one GD step with Γ*")  # fmt: skip
+        ax.legend()
+        paths.append(save(fig, out / "convergence.png"))
+
+    if "P" in arrays and "Q" in arrays:
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+        # P's last row and Q's x-columns feed ŷ; P[d,d]·Q[:d,:d] is the GD block. The x-rows of
+        # P and Q's last column never reach ŷ and keep their initial values.
+        _heatmap(fig, axes[0], arrays["P"].numpy(), "P (last row feeds ŷ)")
+        _heatmap(fig, axes[1], arrays["Q"].numpy(), "Q (last column never feeds ŷ)")
+        paths.append(save(fig, out / "P_Q_heatmaps.png"))
+
+    if "gamma" in arrays and "gamma_theory" in arrays:
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+        G, G_star = arrays["gamma"].numpy(), arrays["gamma_theory"].numpy()
+        bound = float(max(abs(G).max(), abs(G_star).max()))
+        _heatmap(fig, axes[0], G, "trained Γ = −P[d,d]Q[:d,:d]ᵀ", bound)
+        _heatmap(fig, axes[1], G_star, "theory Γ*", bound)
+        _heatmap(fig, axes[2], G - G_star, "Γ − Γ*")
+        paths.append(save(fig, out / "gamma_heatmaps.png"))
+    return paths

@@ -1,0 +1,25 @@
+"""The registry of models: icgd's own and those of installed plugins (entry-point group
+`icgd.models`), by name. Each built-in registers itself at the bottom of the module that defines
+it (`MODELS.register("name", obj)`); a plugin declares an entry point in its `pyproject.toml`:
+
+    [project.entry-points."icgd.models"]
+    my-model = "my_package.module:object"
+
+`icgd list --models` prints them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from icgd.core.registry import Registry
+
+__all__ = ["MODELS"]
+
+
+def _builtins() -> None:
+    importlib.import_module("icgd.models")  # every module registers its own models
+
+
+MODELS: Registry[Any] = Registry("model", "icgd.models", builtins=_builtins)
