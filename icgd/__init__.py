@@ -9,9 +9,9 @@ Python API is loaded on first use:
 - `icgd.load_run(folder)`: a saved run folder as a `Run`.
 """
 
-__version__ = "0.1.0"
+from icgd.core.version import __version__
 
-__all__ = ["load_run", "run", "sweep"]
+__all__ = ["__version__", "load_run", "run", "sweep"]
 
 
 def __getattr__(name: str):

@@ -62,7 +62,8 @@ def list_registered(
         for name, experiment in EXPERIMENTS.items():
             origin = EXPERIMENTS.origin(name)
             tail = f"  [plugin: {origin}]" if origin != "icgd" else ""
-            console.print(f"{name:<20} {experiment.summary}{tail}", highlight=False, soft_wrap=True)
+            line = f"{name:<20} {experiment.summary}{tail}"
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
         return
     registries = _registries()
     if what not in registries:
@@ -75,7 +76,8 @@ def list_registered(
         doc = (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
         where = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
         tail = f"  [plugin: {origin}]" if origin != "icgd" else ""
-        console.print(f"{name:<22} {where}: {doc}{tail}", highlight=False, soft_wrap=True)
+        line = f"{name:<22} {where}: {doc}{tail}"
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
 
 
 def _registries() -> dict:

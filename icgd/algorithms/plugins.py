@@ -5,7 +5,7 @@ it (`ALGORITHMS.register("name", obj)`); a plugin declares an entry point in its
     [project.entry-points."icgd.algorithms"]
     my-algorithm = "my_package.module:object"
 
-`icgd list --algorithms` prints them.
+`icgd list algorithms` prints them.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ it (`MODELS.register("name", obj)`); a plugin declares an entry point in its `py
     [project.entry-points."icgd.models"]
     my-model = "my_package.module:object"
 
-`icgd list --models` prints them.
+`icgd list models` prints them.
 """
 
 from __future__ import annotations

@@ -645,7 +645,7 @@ td.ok{color:#0072B2;font-weight:600}td.bad{color:#D55E00;font-weight:700}td.na{c
 tr.total td{font-weight:600;background:#fafafa}tr.pending td{color:#777}
 .status{font-size:.7em;padding:.1em .5em;border-radius:.3em;color:#fff;vertical-align:middle}
 .status.passed{background:#0072B2}.status.failed,.status.diverged{background:#D55E00}
-.status.interrupted{background:#999}td.status{background:none;color:inherit;font-size:1em}
+.status.interrupted,.status.running{background:#999}.status.error{background:#CC79A7}td.status{background:none;color:inherit;font-size:1em}
 .figures{display:flex;flex-wrap:wrap;gap:1em}
 figure{margin:0;border:1px solid #eee;padding:.4em;background:#fff}
 figure img{display:block;max-width:100%;height:auto}
@@ -657,7 +657,7 @@ nav ul{columns:2;font-size:.9em}
 
 def render_report(runs: list[RunEntry], sweeps: list[SweepEntry], title: str | None = None) -> str:
     """The report page as one HTML string (no external resource)."""
-    import icgd
+    from icgd.core.version import __version__
 
     title = title or "icgd report: " + ", ".join(e.label for e in [*runs, *sweeps])
     body = []
@@ -687,7 +687,7 @@ def render_report(runs: list[RunEntry], sweeps: list[SweepEntry], title: str | N
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n"
         f"<h1>{_e(title)}</h1>\n"
-        f'<p class="sub">written by icgd {_e(icgd.__version__)} from the saved folders '
+        f'<p class="sub">written by icgd {_e(__version__)} from the saved folders '
         f"(re-render with <code>icgd report</code>; nothing is re-run)</p>\n"
         f"<nav><ul>{''.join(toc)}</ul></nav>\n" + "\n".join(body) + "\n</body></html>\n"
     )

@@ -66,6 +66,8 @@ def print_result(result: Result, console: Console | None = None, all_metrics: bo
     if result.metrics:
         console.print(metrics_table(result, keys))
     p = result.provenance
+    if result.error is not None:  # a crash: what it was, and where the traceback is
+        console.print(f"error: {result.error.type}: {result.error.message}", highlight=False)
     console.print(
         f"status: {result.status}"
         + (f" ({result.message})" if result.message else "")

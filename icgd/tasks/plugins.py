@@ -5,7 +5,7 @@ it (`TASKS.register("name", obj)`); a plugin declares an entry point in its `pyp
     [project.entry-points."icgd.tasks"]
     my-task = "my_package.module:object"
 
-`icgd list --tasks` prints them.
+`icgd list tasks` prints them.
 """
 
 from __future__ import annotations

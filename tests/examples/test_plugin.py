@@ -180,3 +180,22 @@ def test_default_run_learns_the_bayes_weight(site, tmp_path):
     assert abs(result["metrics"]["weight"] - 2 / 3) <= 0.01, result["metrics"]
     # Shrinking beats the plain sample mean, whose risk is σ²/n = 0.5 (the Bayes risk is 1/3).
     assert result["metrics"]["loss"] < result["metrics"]["loss_sample_mean"]
+
+
+def test_the_contract_suite_holds_for_the_plugin(site, tmp_path):
+    """tests/test_contracts.py, parametrised over the registry, includes the plugin's experiment
+    when it is installed: run its cases for `toy-mean` in a process that sees the plugin."""
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    contracts = Path(__file__).resolve().parents[1] / "test_contracts.py"
+    args = [sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-p", "no:cacheprovider"]
+    args.append(str(contracts))
+    done = subprocess.run(
+        [*args, "-k", "toy-mean"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "4 passed" in done.stdout, done.stdout[-500:]
