@@ -42,6 +42,29 @@ def _options(
     _debug["on"] = debug
 
 
+# Options shared by `run` and `sweep` (one definition each).
+Name = Annotated[str, typer.Argument(help="experiment name (see `icgd list`)")]
+Preset = Annotated[
+    str | None, typer.Option("--preset", help="a named set of overrides, e.g. smoke")
+]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config file")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="override key=value (dotted keys)")]
+Device = Annotated[str | None, typer.Option("--device", help="cpu or cuda")]
+Dtype = Annotated[
+    str | None, typer.Option("--dtype", help="float32 or float64 (theory-grade runs)")
+]
+Compile = Annotated[
+    bool, typer.Option("--compile", help="compile the training step with torch.compile")
+]
+TensorBoard = Annotated[
+    bool,
+    typer.Option(
+        "--tensorboard",
+        help="also write TensorBoard events into <run folder>/tensorboard (icgd[track])",
+    ),
+]
+
+
 def _check_device_dtype(device: str | None, dtype: str | None) -> None:
     if device is not None and device not in ("cpu", "cuda"):
         raise InputError("--device", f"unknown device {device!r}; allowed: cpu, cuda")
@@ -90,34 +113,20 @@ def _registries() -> dict:
 
 @app.command("run")
 def run(
-    name: Annotated[str, typer.Argument(help="experiment name (see `icgd list`)")],
+    name: Name,
     more: Annotated[
         list[str] | None,
         typer.Argument(help="more key=value overrides, as in `--set loops=5 d=10`"),
     ] = None,
-    preset: Annotated[
-        str | None, typer.Option("--preset", help="a named set of overrides, e.g. smoke")
-    ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML config file")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="override key=value (dotted keys)")
-    ] = None,
+    preset: Preset = None,
+    config: ConfigFile = None,
+    set_: Sets = None,
     seed: Annotated[int | None, typer.Option("--seed", help="run seed")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="run folder (new or empty)")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda")] = None,
-    dtype: Annotated[
-        str | None, typer.Option("--dtype", help="float32 or float64 (theory-grade runs)")
-    ] = None,
-    compile_: Annotated[
-        bool, typer.Option("--compile", help="compile the training step with torch.compile")
-    ] = False,
-    tensorboard: Annotated[
-        bool,
-        typer.Option(
-            "--tensorboard",
-            help="also write TensorBoard events into <run folder>/tensorboard (icgd[track])",
-        ),
-    ] = False,
+    device: Device = None,
+    dtype: Dtype = None,
+    compile_: Compile = False,
+    tensorboard: TensorBoard = False,
     resume: Annotated[
         Path | None,
         typer.Option("--resume", help="continue an interrupted (or retry a crashed) run folder"),
@@ -132,7 +141,7 @@ def run(
     With --seeds (or `seeds:` in the config) every seed runs in one process with training stacked
     over the seeds; the folder holds seed{k}/ run folders and the aggregated result.json.
     """
-    from icgd.experiments.figures import draw_figures
+    from icgd.reporting.console import draw_with_warnings, progress_bar
     from icgd.reporting.tables import print_result
     from icgd.runs.api import prepare, start
 
@@ -154,14 +163,11 @@ def run(
     console.print(f"run folder: {prepared.run_dir}", highlight=False)
     if prepared.retrying:
         console.print(f"resume: {prepared.retrying}", highlight=False)
-    with _exit_on_stop(), _progress_bar() as progress:
+    with _exit_on_stop(), progress_bar(console) as progress:
         loaded = start(prepared, progress)
     if loaded.result.seeds is None:  # an ensemble's figures are per seed, in seed{k}/
-        try:
-            for path in draw_figures(loaded.path):
-                console.print(f"figure: {path}", highlight=False)
-        except Exception as exc:  # redrawable from the saved files; never lose a run for them
-            console.print(f"warning: figures not drawn ({type(exc).__name__}: {exc})")
+        for path in draw_with_warnings(loaded.path, console):
+            console.print(f"figure: {path}", highlight=False)
     print_result(loaded.result, console)
     raise typer.Exit(0 if loaded.status == "passed" else 1)
 
@@ -175,32 +181,6 @@ def _exit_on_stop():
         yield
     except KeyboardInterrupt as exc:
         raise typer.Exit(exit_code(exc)) from None
-
-
-@contextlib.contextmanager
-def _progress_bar():
-    """A rich progress bar per training task; yields the `(task, step, total, record)` callback."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description:<10}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(task: str, step: int, total: int, record: dict) -> None:
-            if task not in tasks:
-                tasks[task] = bar.add_task(task, total=total, info="")
-            loss = record.get("loss")
-            info = f"loss {loss:.4g}" if isinstance(loss, float) else ""
-            bar.update(tasks[task], completed=step, info=info)
-
-        yield progress
 
 
 @app.command("show")
@@ -221,35 +201,21 @@ def show(
 
 @app.command("sweep")
 def sweep(
-    name: Annotated[str, typer.Argument(help="experiment name (see `icgd list`)")],
+    name: Name,
     grid: Annotated[
         list[str] | None,
         typer.Option("--grid", help="key=v1,v2,... (repeat: the sweep is the product of grids)"),
     ] = None,
-    preset: Annotated[
-        str | None, typer.Option("--preset", help="a named set of base overrides, e.g. smoke")
-    ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="base YAML config file")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="base override key=value (dotted keys)")
-    ] = None,
+    preset: Preset = None,
+    config: ConfigFile = None,
+    set_: Sets = None,
     seeds: Annotated[
         str | None, typer.Option("--seeds", help="run every point as a seed ensemble")
     ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda")] = None,
-    dtype: Annotated[
-        str | None, typer.Option("--dtype", help="float32 or float64 (theory-grade runs)")
-    ] = None,
-    compile_: Annotated[
-        bool, typer.Option("--compile", help="compile the training step with torch.compile")
-    ] = False,
-    tensorboard: Annotated[
-        bool,
-        typer.Option(
-            "--tensorboard",
-            help="also write TensorBoard events into <run folder>/tensorboard (icgd[track])",
-        ),
-    ] = False,
+    device: Device = None,
+    dtype: Dtype = None,
+    compile_: Compile = False,
+    tensorboard: TensorBoard = False,
     backend: Annotated[str, typer.Option("--backend", help="local or ray")] = "local",
     address: Annotated[
         str | None, typer.Option("--address", help="Ray cluster address (ray backend)")
@@ -265,67 +231,34 @@ def sweep(
 ) -> None:
     """Run the product of --grid values, one run folder per point; write sweep.json/csv and a
     figure. Rerunning the same command skips finished points and resumes unfinished ones."""
-    from icgd.experiments.figures import draw_figures
+    from icgd.reporting.console import SweepPrinter, draw_with_warnings
     from icgd.reporting.sweep import draw_sweep
     from icgd.runs.api import sweep as run_sweep
 
     _check_device_dtype(device, dtype)
-    finished_now, total = [], [0]
-
-    def on_plan(plan) -> None:
-        total[0] = len(plan.points)
-        console.print(f"sweep folder: {plan.root} ({total[0]} points, {backend})", highlight=False)
-
-    def report(point, event: str, status: str, message: str) -> None:
-        if event == "finished":
-            finished_now.append(point)
-        if event == "started" and max_concurrent > 1:
-            return
-        text = f"[{point.index + 1}/{total[0]}] {point.folder}: {event}"
-        text += f" ({status})" if status and event != "error" else ""
-        text += f": {message}" if event == "error" else ""
-        console.print(text, highlight=False, soft_wrap=True)
-
+    printer = SweepPrinter(console, backend, max_concurrent)
+    flags = {"compile": True if compile_ else None, "tensorboard": True if tensorboard else None}
     try:
         with _exit_on_stop():
             outcome = run_sweep(
-                name,
-                grid or [],
-                set_ or [],
-                backend=backend,
-                address=address,
-                max_concurrent=max_concurrent,
-                out=out,
-                seeds=seeds,
-                report=report,
-                on_plan=on_plan,
-                preset=preset,
-                config=config,
-                device=device,
-                dtype=dtype,
-                compile=True if compile_ else None,
-                tensorboard=True if tensorboard else None,
-            )
+                name, grid or [], set_ or [], backend=backend, address=address,
+                max_concurrent=max_concurrent, out=out, seeds=seeds, report=printer.report,
+                on_plan=printer.on_plan, preset=preset, config=config, device=device,
+                dtype=dtype, **flags,
+            )  # fmt: skip
     except typer.Exit:
         console.print("sweep interrupted: rerun the same command to finish it", highlight=False)
         raise
     if seeds is None:  # each point is a normal run folder with its figures
-        for point in finished_now:
-            try:
-                draw_figures(outcome.root / point.folder)
-            except Exception as exc:  # redrawable from the saved files; never lose a run for them
-                console.print(
-                    f"warning: figures of {point.folder} not drawn ({type(exc).__name__}: {exc})",
-                    highlight=False,
-                )
+        for point in printer.finished:
+            draw_with_warnings(outcome.root / point.folder, console, point.folder)
     console.print(f"tables: {outcome.tables[0]} {outcome.tables[1]}", highlight=False)
     try:
         console.print(f"figure: {draw_sweep(outcome.root, metric)}", highlight=False)
     except InputError as exc:
         console.print(f"warning: figure not drawn ({exc.field}: {exc.message})", highlight=False)
     statuses = list(outcome.statuses.values())
-    counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
-    console.print("sweep: " + ", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+    printer.summary(statuses)
     raise typer.Exit(0 if all(s == "passed" for s in statuses) else 1)
 
 

@@ -186,20 +186,7 @@ class LoopedGD:
             )
         )
 
-        # Baselines on the same held-out prompts; step sizes line-searched on separate prompts.
-        tune = task.sample(4096, make_generator(derive_seed(config.seed, "line-search"), X.device))
-        eta_gd = best_step_size(tune.X, tune.y, tune.x_q, tune.y_q, L)
-        eta_pgd = best_step_size(tune.X, tune.y, tune.x_q, tune.y_q, L, preconditioner=sigma_inv)
-        gd = gradient_descent(X, y, eta_gd, L).predict(x_q)[-1]
-        pgd = preconditioned_gd(X, y, (eta_pgd * sigma_inv).expand(L, d, d)).predict(x_q)[-1]
-        w_ols = ols(X, y)
-        metrics |= {
-            "loss_gd": float(((gd - y_q) ** 2).mean()),
-            "loss_pgd": float(((pgd - y_q) ** 2).mean()),
-            "loss_ols": float(((torch.einsum("bd,bd->b", w_ols, x_q) - y_q) ** 2).mean()),
-            "step_gd": eta_gd,
-            "step_pgd": eta_pgd,
-        }
+        metrics |= self._baselines(config, task, held_out)
 
         # Theory: a*(L, n, d) and its loss; the stacked optimum; the paper's (vacuous) constant.
         metrics |= self._theory(config, task)
@@ -229,6 +216,26 @@ class LoopedGD:
         stacked_whitened = whiten(arrays["stacked_preconditioners"], sigma)
         metrics["alphas_stacked"] = sorted(identity_scale(stacked_whitened).tolist())
         return metrics, arrays
+
+    def _baselines(self, config: LoopedGDConfig, task, held_out) -> dict:
+        """L-step GD and Σ⁻¹-preconditioned GD (steps line-searched on separate prompts) and
+        OLS, on the same held-out prompts as the model."""
+        L, d = config.loops, config.d
+        X, y, x_q, y_q = held_out.X, held_out.y, held_out.x_q, held_out.y_q
+        sigma_inv = task.sigma_inv
+        tune = task.sample(4096, make_generator(derive_seed(config.seed, "line-search"), X.device))
+        eta_gd = best_step_size(tune.X, tune.y, tune.x_q, tune.y_q, L)
+        eta_pgd = best_step_size(tune.X, tune.y, tune.x_q, tune.y_q, L, preconditioner=sigma_inv)
+        gd = gradient_descent(X, y, eta_gd, L).predict(x_q)[-1]
+        pgd = preconditioned_gd(X, y, (eta_pgd * sigma_inv).expand(L, d, d)).predict(x_q)[-1]
+        w_ols = ols(X, y)
+        return {
+            "loss_gd": float(((gd - y_q) ** 2).mean()),
+            "loss_pgd": float(((pgd - y_q) ** 2).mean()),
+            "loss_ols": float(((torch.einsum("bd,bd->b", w_ols, x_q) - y_q) ** 2).mean()),
+            "step_gd": eta_gd,
+            "step_pgd": eta_pgd,
+        }
 
     def _theory(self, config: LoopedGDConfig, task) -> dict:
         L, n, d = config.loops, config.n, config.d
