@@ -18,6 +18,7 @@ from icgd.runs.sweep.plan import (
     Report,
     SweepPlan,
     point_state,
+    split_finished,
 )
 
 if TYPE_CHECKING:
@@ -151,16 +152,7 @@ def run_sweep_local(
     the sweep goes on. Ctrl-C stops the workers at their next training step (their folders say
     "interrupted" and resume from the checkpoint), starts no new point, and re-raises.
     """
-    statuses: dict[int, str] = {}
-    todo = []
-    for point in plan.points:
-        folder = plan.folder(point)
-        if point_state(folder) == "finished":
-            statuses[point.index] = read_result(folder / "result.json").status
-            if report is not None:
-                report(point, "skipped", statuses[point.index], "already finished")
-        else:
-            todo.append(point)
+    statuses, todo = split_finished(plan, report)
     if max_concurrent <= 1:
         for point in todo:
             if report is not None:

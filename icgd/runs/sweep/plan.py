@@ -304,3 +304,19 @@ def check_backend(backend: str, address: str | None, max_concurrent: int) -> Non
             raise InputError(
                 "--backend", "ray is not installed; install the extra: pip install 'icgd[ray]'"
             )
+
+
+def split_finished(plan: SweepPlan, report: Report | None) -> tuple[dict[int, str], list[Point]]:
+    """The statuses of the points already finished (each reported as "skipped") and the points
+    still to run, in order."""
+    statuses: dict[int, str] = {}
+    todo = []
+    for point in plan.points:
+        folder = plan.folder(point)
+        if point_state(folder) == "finished":
+            statuses[point.index] = read_result(folder / "result.json").status
+            if report is not None:
+                report(point, "skipped", statuses[point.index], "already finished")
+        else:
+            todo.append(point)
+    return statuses, todo

@@ -25,6 +25,7 @@ from icgd.runs.sweep.plan import (
     Report,
     SweepPlan,
     point_state,
+    split_finished,
 )
 
 
@@ -58,18 +59,8 @@ def run_sweep_ray(
     one); without it a local Ray instance with this machine's cores is started and stopped.
     """
     import ray
-    from ray import tune
 
-    statuses: dict[int, str] = {}
-    todo = []
-    for point in plan.points:
-        folder = plan.folder(point)
-        if point_state(folder) == "finished":
-            statuses[point.index] = read_result(folder / "result.json").status
-            if report is not None:
-                report(point, "skipped", statuses[point.index], "already finished")
-        else:
-            todo.append(point)
+    statuses, todo = split_finished(plan, report)
     if not todo:
         return statuses
 
@@ -83,38 +74,7 @@ def run_sweep_ray(
             configure_logging=False,
         )
     try:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        # Threads per trial: a node's cores shared by the trials running at once (at least 1).
-        threads = max(1, min(cpus, cpu_count()) // max_concurrent)
-        root = plan.root.resolve()
-        specs = {
-            point.index: {
-                "name": plan.name,
-                "config": point.config.model_dump(mode="json"),
-                "folder": str(root / point.folder),
-                "threads": threads,
-            }
-            for point in todo
-        }
-        trainable = tune.with_resources(
-            tune.with_parameters(_trainable, specs=specs), {"cpu": threads}
-        )
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"point": tune.grid_search(sorted(specs))},
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=max_concurrent,
-                trial_name_creator=_trial_name,
-                trial_dirname_creator=_trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=datetime.now().strftime("tune-%Y%m%d-%H%M%S"),
-                storage_path=str(root / "ray"),
-                failure_config=tune.FailureConfig(max_failures=2),
-                verbose=0,
-            ),
-        )
-        tuner.fit()
+        _tuner(plan, todo, max_concurrent).fit()
     finally:
         if started_here:
             ray.shutdown()
@@ -131,6 +91,43 @@ def run_sweep_ray(
         if report is not None:
             report(point, event, status, message)
     return statuses
+
+
+def _tuner(plan: SweepPlan, todo: list, max_concurrent: int):
+    """A Ray Tune `Tuner` with one trial per point of `todo`, retried on failure."""
+    import ray
+    from ray import tune
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    # Threads per trial: a node's cores shared by the trials running at once (at least 1).
+    threads = max(1, min(cpus, cpu_count()) // max_concurrent)
+    root = plan.root.resolve()
+    specs = {
+        point.index: {
+            "name": plan.name,
+            "config": point.config.model_dump(mode="json"),
+            "folder": str(root / point.folder),
+            "threads": threads,
+        }
+        for point in todo
+    }
+    trainable = tune.with_resources(tune.with_parameters(_trainable, specs=specs), {"cpu": threads})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"point": tune.grid_search(sorted(specs))},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=max_concurrent,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=datetime.now().strftime("tune-%Y%m%d-%H%M%S"),
+            storage_path=str(root / "ray"),
+            failure_config=tune.FailureConfig(max_failures=2),
+            verbose=0,
+        ),
+    )
+    return tuner
 
 
 def _trial_name(trial) -> str:
