@@ -41,7 +41,7 @@ def progress_bar(console: Console) -> Iterator:
 def draw_with_warnings(run_dir: Path, console: Console, label: str = "") -> list[Path]:
     """Draw a run folder's figures; a failure is printed as a warning (the figures can be redrawn
     from the saved files, so a run is never lost for them)."""
-    from icgd.experiments.figures import draw_figures
+    from icgd.reporting.figures import draw_figures
 
     try:
         return draw_figures(run_dir)

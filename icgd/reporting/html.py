@@ -130,7 +130,7 @@ def _seed_dirs(entry: RunEntry) -> list[Path]:
 def redraw_figures(runs: list[RunEntry]) -> list[str]:
     """Redraw every run's figures from its saved files (each seed's for an ensemble); returns a
     warning per folder whose figures could not be drawn (a report is still written)."""
-    from icgd.experiments.figures import draw_figures
+    from icgd.reporting.figures import draw_figures
 
     warnings = []
     for entry in runs:

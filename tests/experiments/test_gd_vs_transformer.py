@@ -10,13 +10,13 @@ import torch
 
 from icgd.constructions import lsa_from_gd_step
 from icgd.core.results import read_result
-from icgd.experiments.figures import draw_figures
 from icgd.experiments.gd_vs_transformer import EXPERIMENT, GDvsTransformer, GDvsTransformerConfig
 from icgd.experiments.gd_vs_transformer.measurements import (
     gd_step_aligned,
     off_pattern_ratio,
     with_weights,
 )
+from icgd.reporting.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 TINY = list(EXPERIMENT.presets["smoke"])

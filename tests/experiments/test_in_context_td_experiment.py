@@ -10,7 +10,6 @@ import torch
 
 from icgd.core.results import read_result
 from icgd.core.rng import make_generator
-from icgd.experiments.figures import draw_figures
 from icgd.experiments.in_context_td import (
     EXPERIMENT,
     InContextTD,
@@ -19,6 +18,7 @@ from icgd.experiments.in_context_td import (
     td_sampler,
 )
 from icgd.models import TDTransformer, TDTransformerConfig
+from icgd.reporting.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 TINY = list(EXPERIMENT.presets["smoke"])

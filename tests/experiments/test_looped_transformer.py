@@ -8,13 +8,13 @@ import math
 import pytest
 
 from icgd.core.results import read_result
-from icgd.experiments.figures import draw_figures
 from icgd.experiments.looped_transformer import (
     EXPERIMENT,
     SMOKE,
     LoopedTransformerConfig,
     LoopedTransformerExperiment,
 )
+from icgd.reporting.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 TINY = list(SMOKE)

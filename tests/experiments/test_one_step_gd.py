@@ -12,8 +12,8 @@ import torch
 from icgd.analysis import effective_preconditioners, one_step_predictor_gap, predictor_leak_ratio
 from icgd.constructions import lsa_from_preconditioned_gd
 from icgd.core.results import read_result
-from icgd.experiments.figures import draw_figures
 from icgd.experiments.one_step_gd import EXPERIMENT, OneStepGD, OneStepGDConfig
+from icgd.reporting.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 from icgd.tasks import LinearRegression, LinearRegressionConfig
 from icgd.theory import (

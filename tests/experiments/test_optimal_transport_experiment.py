@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from icgd.core.results import read_result
-from icgd.experiments.figures import draw_figures
 from icgd.experiments.optimal_transport import (
     EXPERIMENT,
     OptimalTransportConfig,
@@ -18,6 +17,7 @@ from icgd.experiments.optimal_transport import (
     eval_depths,
     plan_of,
 )
+from icgd.reporting.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 TINY = list(EXPERIMENT.presets["smoke"])

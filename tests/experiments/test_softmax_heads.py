@@ -11,7 +11,6 @@ import torch
 
 from icgd.core.prompts import build_prompt
 from icgd.core.results import read_result
-from icgd.experiments.figures import draw_figures
 from icgd.experiments.softmax_heads import (
     EXPERIMENT,
     SoftmaxHeads,
@@ -22,6 +21,7 @@ from icgd.experiments.softmax_heads import (
 )
 from icgd.models import SoftmaxAttention
 from icgd.models.softmax_attention import SoftmaxAttentionConfig
+from icgd.reporting.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 NAMES = [

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from icgd.core.results import read_result
-from icgd.experiments.figures import draw_figures
 from icgd.experiments.stacked_gd import EXPERIMENT, StackedGD, StackedGDConfig
+from icgd.reporting.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 TINY = list(EXPERIMENT.presets["smoke"])

@@ -11,7 +11,6 @@ import torch
 from icgd.cli import main
 from icgd.core.prompts import build_prompt
 from icgd.core.results import read_result
-from icgd.experiments.figures import draw_figures
 from icgd.experiments.which_algorithm import (
     EXPERIMENT,
     PRESETS,
@@ -21,6 +20,7 @@ from icgd.experiments.which_algorithm import (
 )
 from icgd.experiments.which_algorithm.prefixes import line_search_gd, prefix_prompts, summed_gd
 from icgd.models import LinearSelfAttention, LSAConfig
+from icgd.reporting.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 TINY = list(SMOKE)  # the smoke preset: d = 3, depths 1 and 2, σ ∈ {0, 0.5}, a few steps

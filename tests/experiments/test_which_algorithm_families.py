@@ -13,7 +13,6 @@ from icgd.cli import main
 from icgd.core.prompts import build_prompt
 from icgd.core.results import read_result
 from icgd.experiments.common import regression_task_config
-from icgd.experiments.figures import draw_figures
 from icgd.experiments.which_algorithm import DEFAULT_TRAIN, FAMILY_TRAIN
 from icgd.experiments.which_algorithm.prefixes import (
     CausalPrefixes,
@@ -21,6 +20,7 @@ from icgd.experiments.which_algorithm.prefixes import (
     prefix_protocol,
 )
 from icgd.models import ModelSpec, build_model
+from icgd.reporting.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 from icgd.tasks import LinearRegression
 
