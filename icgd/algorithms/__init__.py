@@ -1,4 +1,11 @@
-"""Reference algorithms as plain batched functions (no Python loop over prompts or points)."""
+"""Reference algorithms as plain batched functions (no Python loop over prompts or points).
+
+Every registered algorithm carries an `example` (the `Algorithm` protocol of
+`icgd.algorithms.plugins`): its arguments for B prompts, attached at the bottom of this module.
+"""
+
+import torch
+from torch import Tensor
 
 from icgd.algorithms.entropic_ot import (
     OTResult,
@@ -24,6 +31,7 @@ from icgd.algorithms.gd_plus_plus import (
 )
 from icgd.algorithms.lasso import LassoResult, fista_lasso_gram, lasso, prefix_lasso
 from icgd.algorithms.least_squares import bayes_posterior_mean, ols, ridge
+from icgd.algorithms.plugins import AlgorithmExample, with_example
 from icgd.algorithms.prefix import (
     prefix_averaging,
     prefix_knn,
@@ -88,3 +96,96 @@ __all__ = [
     "td_fixed_point",
     "td_lambda",
 ]
+
+
+# --- examples: each registered algorithm's arguments for B prompts (float64) ----------------------
+
+
+def _normal(generator: torch.Generator, *shape: int) -> Tensor:
+    """Standard normal float64 numbers of `shape` on the generator's device."""
+    return torch.randn(*shape, generator=generator, dtype=torch.float64, device=generator.device)
+
+
+def _regression(g: torch.Generator, B: int, query: str = "none", n: int = 6, d: int = 3) -> dict:
+    """X (B, n, d), y (B, n), and x_q: none, (B, d) ("one") or (B, n, d) ("each")."""
+    data = {"X": _normal(g, B, n, d), "y": _normal(g, B, n)}
+    if query != "none":
+        data["x_q"] = _normal(g, B, d) if query == "one" else _normal(g, B, n, d)
+    return data
+
+
+def _transitions(g: torch.Generator, B: int, n: int = 6, d: int = 2) -> dict:
+    """phi, phi_next (B, n, d) and rewards (B, n), standard normal."""
+    return {
+        "phi": _normal(g, B, n, d),
+        "phi_next": _normal(g, B, n, d),
+        "rewards": _normal(g, B, n),
+    }
+
+
+def _cost(g: torch.Generator, B: int, n: int = 4, m: int = 5) -> dict:
+    """C (B, n, m): squared distances between standard normal clouds in d = 2."""
+    return {"C": squared_distances(_normal(g, B, n, 2), _normal(g, B, m, 2))}
+
+
+def _td(**options):
+    """The example of a batch TD method: 3 iterations at step 0.5 on `_transitions`."""
+    return lambda B, g: AlgorithmExample(_transitions(g, B), {"steps": 3, "alpha": 0.5, **options})
+
+
+def _prefix(query: str, **options):
+    """The example of a prefix baseline: `_regression` with queries `query`, and `options`."""
+    return lambda B, g: AlgorithmExample(_regression(g, B, query), options)
+
+
+def _spd(g: torch.Generator, d: int = 3) -> Tensor:
+    """A random symmetric positive definite (d, d) matrix, `A Aᵀ / d + I`."""
+    A = _normal(g, d, d)
+    return A @ A.T / d + torch.eye(d, dtype=A.dtype, device=A.device)  # (d, d) ≻ I
+
+
+def _preconditioned_gd(B: int, g: torch.Generator) -> AlgorithmExample:
+    inputs = {**_regression(g, B), "w0": _normal(g, B, 3)}
+    return AlgorithmExample(inputs, {"preconditioners": 0.1 * _normal(g, 2, 3, 3)}, out_axis=1)
+
+
+def _relu_net(B: int, g: torch.Generator) -> AlgorithmExample:
+    init = init_relu_nets((B, 6), 3, 4, g, dtype=torch.float64, device=g.device)
+    return AlgorithmExample({**_regression(g, B, "each"), "init": init}, {"hidden": 4, "steps": 3})
+
+
+_EXAMPLES = {
+    gradient_descent: lambda B, g: AlgorithmExample(
+        _regression(g, B), {"step_sizes": 0.1, "n_steps": 3}, out_axis=1
+    ),
+    preconditioned_gd: _preconditioned_gd,
+    ols: lambda B, g: AlgorithmExample(_regression(g, B)),
+    ridge: lambda B, g: AlgorithmExample({**_regression(g, B), "lam": 0.1 + _normal(g, B).abs()}),
+    bayes_posterior_mean: lambda B, g: AlgorithmExample(
+        _regression(g, B), {"noise_std": 0.5, "prior_cov": _spd(g)}
+    ),
+    gd_plus_plus: _prefix("one", eta=0.5, gamma=0.1),
+    lasso: lambda B, g: AlgorithmExample(_regression(g, B), {"alpha": 0.05}),
+    prefix_relu_net: _relu_net,
+    prefix_decision_tree: _prefix("each", max_depth=2),
+    prefix_boosting: _prefix("one", n_estimators=3, max_depth=2),
+    prefix_ols: _prefix("each"),
+    prefix_ridge: lambda B, g: AlgorithmExample(
+        _regression(g, B, "one"), {"lam": torch.tensor([0.0, 0.5, 2.0])}, out_axis=1
+    ),
+    prefix_one_step_gd: _prefix("each", step=0.5),
+    prefix_averaging: _prefix("one"),
+    prefix_knn: _prefix("each", k_neighbors=2),
+    batch_td0: _td(gamma=0.9),
+    td_lambda: _td(gamma=0.9, trace_decay=0.5),
+    residual_gradient: _td(gamma=0.9),
+    average_reward_td: lambda B, g: AlgorithmExample(
+        {**_transitions(g, B), "rbar0": _normal(g, B)}, {"steps": 3, "alpha": 0.5, "beta": 0.5}
+    ),
+    sinkhorn_log: lambda B, g: AlgorithmExample(_cost(g, B), {"eps": 0.5}),
+    semi_dual_ascent: lambda B, g: AlgorithmExample(
+        _cost(g, B), {"eps": 0.5, "steps": 4, "return_iterates": True}, out_axes={"iterates": 1}
+    ),
+}
+for _algorithm, _example in _EXAMPLES.items():
+    with_example(_algorithm, _example)

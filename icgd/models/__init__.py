@@ -1,9 +1,11 @@
 """Models: linear self-attention (stacked or looped), softmax attention, a causal GPT, a looped
-transformer with input injection, hook points, and a registry building any of them by `kind`.
+transformer with input injection, hook points, the `Model` protocol they keep (`icgd.models.api`),
+and one config class per family (`ModelSpec`, a union on `kind`) building any of them at a depth.
 
 Imports only `icgd.core`.
 """
 
+from icgd.models.api import Model
 from icgd.models.decision_list_attention import (
     DecisionListAttention,
     DecisionListAttentionConfig,
@@ -14,7 +16,18 @@ from icgd.models.hooks import HookPoints, caching_hook, names_filter_to_predicat
 from icgd.models.looped import LoopedConfig, LoopedTransformer
 from icgd.models.lsa import LinearSelfAttention, LSAConfig, hook_names
 from icgd.models.ot_attention import OTAttention, OTAttentionConfig, OTLayout
-from icgd.models.registry import CAUSAL_KINDS, MODEL_KINDS, ModelSpec, build_model
+from icgd.models.registry import (
+    CAUSAL_KINDS,
+    MODEL_KINDS,
+    MODEL_SPECS,
+    GPTSpec,
+    LoopedSpec,
+    LSASpec,
+    ModelSpec,
+    SoftmaxSpec,
+    build_model,
+    model_spec,
+)
 from icgd.models.softmax_attention import (
     SoftmaxAttention,
     SoftmaxAttentionConfig,
@@ -36,19 +49,25 @@ __all__ = [
     "DecisionListAttentionConfig",
     "GPT",
     "GPTConfig",
+    "GPTSpec",
     "GPT_SIZES",
     "HookPoints",
     "LSAConfig",
+    "LSASpec",
     "LinearSelfAttention",
     "LoopedConfig",
+    "LoopedSpec",
     "LoopedTransformer",
     "MODEL_KINDS",
+    "MODEL_SPECS",
+    "Model",
     "ModelSpec",
     "OTAttention",
     "OTAttentionConfig",
     "OTLayout",
     "SoftmaxAttention",
     "SoftmaxAttentionConfig",
+    "SoftmaxSpec",
     "StackedSoftmaxAttention",
     "TDTransformer",
     "TDTransformerConfig",
@@ -57,6 +76,7 @@ __all__ = [
     "build_model",
     "caching_hook",
     "hook_names",
+    "model_spec",
     "names_filter_to_predicate",
     "read_average_reward",
     "sequence_loss",

@@ -291,6 +291,19 @@ class DecisionListAttention(HookedMixin, nn.Module):
         filter (None: all; a name; a list of names; a predicate)."""
         return self._run_cached(names_filter, seqs)
 
+    @classmethod
+    def example(cls, *, dtype: torch.dtype = torch.float32) -> DecisionListAttention:
+        """A tiny instance (the `Model` protocol, `icgd.models.api`): L = 5, a free W, weights
+        N(0, 0.5²) from seed 0 (not the paper's W₀ = 0, so that attention is not uniform)."""
+        config = DecisionListAttentionConfig(L=5, init="normal", init_std=0.5)
+        return cls(config, generator=torch.Generator().manual_seed(0), dtype=dtype)
+
+    def example_inputs(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor]:
+        """`(seqs,)`: B sequences (B, 4) of iid uniform tokens, int64 on the model's device."""
+        seqs = torch.randint(0, self.config.L, (int(batch_size), 4), generator=generator,
+                             device=generator.device)  # fmt: skip
+        return (seqs.to(self.V.device),)
+
     def extra_repr(self) -> str:
         c = self.config
         rank = f", rank={c.r}" if c.parametrisation == "factored" else ""

@@ -46,6 +46,7 @@ from pydantic import Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
 from icgd.core.config import Config
+from icgd.models.api import example_normal
 from icgd.models.hooks import (
     HookedMixin,
     HookPoints,
@@ -308,6 +309,19 @@ class GPT(HookedMixin, nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """`(predictions, cache)`: cache maps hook name → detached activation."""
         return self._run_cached(names_filter, X, y)
+
+    @classmethod
+    def example(cls, *, dtype: torch.dtype = torch.float32) -> GPT:
+        """A tiny instance (the `Model` protocol, `icgd.models.api`): d_in = 3, up to 6 points,
+        width 16, 2 blocks of 2 heads, GPT-2 init from seed 0."""
+        config = GPTConfig(d_in=3, max_points=6, size=None, n_embd=16, n_layer=2, n_head=2)
+        return cls(config, generator=torch.Generator().manual_seed(0), dtype=dtype)
+
+    def example_inputs(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """`(X, y)`: standard normal X (B, k, d_in), y (B, k), k = `max_points`."""
+        B, k, d = int(batch_size), self.config.max_points, self.config.d_in
+        X = example_normal(generator, B, k, d, like=self)  # (B, k, d_in)
+        return X, example_normal(generator, B, k, like=self)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -32,6 +32,7 @@ from pydantic import Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
 from icgd.core.config import Config
+from icgd.models.api import example_normal
 from icgd.models.gpt import build_io_and_blocks, fill_size_preset
 from icgd.models.hooks import (
     HookedMixin,
@@ -196,6 +197,21 @@ class LoopedTransformer(HookedMixin, nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """`(predictions (n_loops, B, k), cache)`: cache maps hook name → detached activation."""
         return self._run_cached(names_filter, X, y, n_loops=n_loops)
+
+    @classmethod
+    def example(cls, *, dtype: torch.dtype = torch.float32) -> LoopedTransformer:
+        """A tiny instance (the `Model` protocol, `icgd.models.api`): d_in = 3, up to 6 points,
+        width 16, 2 heads, one block looped b = 3 times (T = 2), GPT-2 init from seed 0."""
+        config = LoopedConfig(
+            d_in=3, max_points=6, size=None, n_embd=16, n_head=2, n_loops=3, grad_last=2
+        )
+        return cls(config, generator=torch.Generator().manual_seed(0), dtype=dtype)
+
+    def example_inputs(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """`(X, y)`: standard normal X (B, k, d_in), y (B, k), k = `max_points`."""
+        B, k, d = int(batch_size), self.config.max_points, self.config.d_in
+        X = example_normal(generator, B, k, d, like=self)  # (B, k, d_in)
+        return X, example_normal(generator, B, k, like=self)
 
     def extra_repr(self) -> str:
         c = self.config

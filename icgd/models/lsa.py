@@ -44,6 +44,7 @@ from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
 from icgd.core.config import Config
+from icgd.models.api import example_regression_prompt
 from icgd.models.hooks import (
     HookFn,
     HookPoints,
@@ -287,6 +288,17 @@ class LinearSelfAttention(nn.Module):
         with self.hooks([(names_filter_to_predicate(names_filter), caching_hook(cache))]):
             out = self.forward(Z, n_loops=n_loops)
         return out, cache
+
+    @classmethod
+    def example(cls, *, dtype: torch.dtype = torch.float32) -> LinearSelfAttention:
+        """A tiny instance (the `Model` protocol, `icgd.models.api`): d = 3, two stacked layers
+        of two `full` heads, weights N(0, 0.1²) from seed 0."""
+        config = LSAConfig(d=3, n_layers=2, parametrisation="full", n_heads=2, init_std=0.1)
+        return cls(config, generator=torch.Generator().manual_seed(0), dtype=dtype)
+
+    def example_inputs(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor]:
+        """`(Z,)`: B regression prompts (B, d+1, n+1) of n = 5 standard normal points."""
+        return (example_regression_prompt(generator, batch_size, self.config.d, 5, like=self),)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -67,6 +67,7 @@ from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
 from icgd.core.config import Config
+from icgd.models.api import example_normal
 from icgd.models.hooks import (
     HookedMixin,
     HookPoints,
@@ -308,6 +309,30 @@ class OTAttention(HookedMixin, nn.Module):
         """`(Z_out, cache)`: cache maps hook name → detached activation, for names passing the
         filter (None: all; a name; a list of names; a predicate)."""
         return self._run_cached(names_filter, Z)
+
+    @classmethod
+    def example(cls, *, dtype: torch.dtype = torch.float32) -> OTAttention:
+        """A tiny instance (the `Model` protocol, `icgd.models.api`): d = 2, two layers of 2
+        hidden units, weights N(0, 0.01²) from seed 0, plus 1 on `W_in`'s flag columns so that
+        the FFN's `log(W_in z)` stays finite (`W_in z ≈ 1` on every token)."""
+        config = OTAttentionConfig(d=2, n_layers=2, hidden=2, init_std=0.01)
+        model = cls(config, generator=torch.Generator().manual_seed(0), dtype=dtype)
+        with torch.no_grad():
+            model.W_in[..., model.layout.flags] += 1.0
+        return model
+
+    def example_inputs(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor]:
+        """`(Z,)`: B prompts (B, 2n+1, d+9) of n = 3 standard normal x- and y-points, duals
+        g = 0, x-tokens first, then y-tokens, then the sink (module docstring)."""
+        lay, n = self.layout, 3
+        points = example_normal(generator, int(batch_size), 2 * n, lay.d, like=self)  # (B, 2n, d)
+        Z = points.new_zeros(int(batch_size), 2 * n + 1, lay.width)
+        Z[:, : 2 * n, lay.pos] = points
+        Z[:, : 2 * n, lay.sq] = points.square().sum(-1)
+        Z[:, :n, lay.flag_x] = 1.0
+        Z[:, n : 2 * n, lay.flag_y] = 1.0
+        Z[:, 2 * n, lay.flag_sink] = 1.0
+        return (Z,)
 
     def extra_repr(self) -> str:
         c = self.config

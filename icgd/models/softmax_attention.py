@@ -45,7 +45,8 @@ unpadded `k_b`-point prompt exactly. Needed because, unlike in linear attention,
 not inert under softmax: its score is 0, so it gets weight `exp(0)` in the normalisation.
 
 `StackedSoftmaxAttention` applies L independent layers in sequence (`full` or `he`), with the same
-`predict` and `n_context` conventions.
+`predict` and `n_context` conventions; its hook points are `hook_z.{t}` (t = 0 … L: the input, then
+the output of layer t) and layer t's `hook_scores.{t}`, `hook_pattern.{t}` (t = 1 … L).
 
 Hook points (in firing order): `hook_z.0` (B, d+1, n+1) input; `hook_scores` (B, H, n+1, n+1)
 pre-softmax scores `s^h_{ij}` (row i = key, column j = query) with `-inf` at masked entries;
@@ -63,9 +64,12 @@ from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
 from icgd.core.config import Config
+from icgd.models.api import example_regression_prompt
 from icgd.models.hooks import (
     HookedMixin,
+    HookFn,
     HookPoints,
+    NameMatcher,
     NamesFilter,
 )
 from icgd.models.plugins import MODELS
@@ -213,17 +217,36 @@ class SoftmaxAttention(HookedMixin, nn.Module):
         filter (None: all; a name; a list of names; a predicate)."""
         return self._run_cached(names_filter, Z)
 
+    @classmethod
+    def example(cls, *, dtype: torch.dtype = torch.float32) -> SoftmaxAttention:
+        """A tiny instance (the `Model` protocol, `icgd.models.api`): `example_config()`, weights
+        from seed 0."""
+        return cls(example_config(), generator=torch.Generator().manual_seed(0), dtype=dtype)
+
+    def example_inputs(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor]:
+        """`(Z,)`: B regression prompts (B, d+1, n+1) of n = 5 standard normal points."""
+        return (example_regression_prompt(generator, batch_size, self.config.d, 5, like=self),)
+
     def extra_repr(self) -> str:
         c = self.config
         return f"d={c.d}, heads={c.n_heads}, kind={c.kind}, mask={c.mask}"
 
 
-class StackedSoftmaxAttention(nn.Module):
+def example_config() -> SoftmaxAttentionConfig:
+    """The layer config of the tiny examples: d = 3, two `full` heads, weights N(0, 0.3²) (large
+    enough that attention is far from uniform)."""
+    return SoftmaxAttentionConfig(d=3, n_heads=2, kind="full", init_std=0.3)
+
+
+class StackedSoftmaxAttention(HookedMixin, nn.Module):
     """L softmax attention layers applied in sequence, `Z_L = layer_L(… layer_1(Z))`: (B, d+1, n+1).
 
     Every layer has `config` (its own weights, drawn one layer after the other from `generator`);
     `predict(Z, n_context)` = `+[Z_L]_{d+1, n+1}`, padding hidden in every layer as in
-    `SoftmaxAttention`. Hooks live on the layers: `model.layers[l].hooks(...)`.
+    `SoftmaxAttention`. Hook points (`hook_names`): `hook_z.{t}`, t = 0 … L, (B, d+1, n+1) the
+    input and the output of layer t; `hook_scores.{t}`, `hook_pattern.{t}`, t = 1 … L,
+    (B, H, n+1, n+1), layer t's `hook_scores` and `hook_pattern` (also reachable on the layer
+    itself, `model.layers[t-1].hooks(...)`, under its own names).
     """
 
     def __init__(
@@ -240,6 +263,7 @@ class StackedSoftmaxAttention(nn.Module):
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         self.config = config
         self.init_args = {"n_layers": n_layers}  # rebuilt from a checkpoint with these
+        self.hook_points = HookPoints()
         if generator is None:
             generator = torch.Generator().manual_seed(0)  # never the global RNG
         self.layers = nn.ModuleList(
@@ -249,13 +273,58 @@ class StackedSoftmaxAttention(nn.Module):
 
     def forward(self, Z: Tensor, n_context: Tensor | None = None) -> Tensor:
         """(B, d+1, n+1) → (B, d+1, n+1) through every layer."""
-        for layer in self.layers:
-            Z = layer(Z, n_context)
+        if len(self.hook_points) == 0:
+            for layer in self.layers:
+                Z = layer(Z, n_context)
+            return Z
+        Z = self.hook_points("hook_z.0", Z)
+        for t, layer in enumerate(self.layers, start=1):
+            with layer.hook_points.attach(self._relay(t)):
+                Z = layer(Z, n_context)
+            Z = self.hook_points(f"hook_z.{t}", Z)
         return Z
+
+    def _relay(self, t: int) -> list[tuple[NameMatcher, HookFn]]:
+        """A hook for layer t that fires its `hook_scores` / `hook_pattern` as this model's
+        `hook_scores.{t}` / `hook_pattern.{t}` (only when some hook wants those names)."""
+        names = {"hook_scores": f"hook_scores.{t}", "hook_pattern": f"hook_pattern.{t}"}
+
+        def wanted(name: str) -> bool:
+            return name in names and self.hook_points.active(names[name])
+
+        def relay(tensor: Tensor, name: str) -> Tensor:
+            return self.hook_points(names[name], tensor)
+
+        return [(wanted, relay)]
 
     def predict(self, Z: Tensor, n_context: Tensor | None = None) -> Tensor:
         """`ŷ = +[Z_L]_{d+1, n+1}`: (B,)."""
         return self.forward(Z, n_context)[:, -1, -1]
+
+    def hook_names(self) -> list[str]:
+        """The hook names a forward pass fires, in order."""
+        names = ["hook_z.0"]
+        for t in range(1, len(self.layers) + 1):
+            names += [f"hook_scores.{t}", f"hook_pattern.{t}", f"hook_z.{t}"]
+        return names
+
+    def run_with_cache(
+        self, Z: Tensor, n_context: Tensor | None = None, names_filter: NamesFilter = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """`(Z_L, cache)`: cache maps hook name → detached activation, for names passing the
+        filter (None: all; a name; a list of names; a predicate)."""
+        return self._run_cached(names_filter, Z, n_context)
+
+    @classmethod
+    def example(cls, *, dtype: torch.dtype = torch.float32) -> StackedSoftmaxAttention:
+        """A tiny instance (the `Model` protocol, `icgd.models.api`): two layers of
+        `example_config()`, weights from seed 0."""
+        generator = torch.Generator().manual_seed(0)
+        return cls(example_config(), 2, generator=generator, dtype=dtype)
+
+    def example_inputs(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor]:
+        """`(Z,)`: B regression prompts (B, d+1, n+1) of n = 5 standard normal points."""
+        return (example_regression_prompt(generator, batch_size, self.config.d, 5, like=self),)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -64,6 +64,8 @@ from pydantic import Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
 from icgd.core.config import Config
+from icgd.core.td_prompts import build_td_prompt
+from icgd.models.api import example_normal
 from icgd.models.hooks import HookedMixin, HookPoints, NamesFilter
 from icgd.models.plugins import MODELS
 
@@ -276,6 +278,23 @@ class TDTransformer(HookedMixin, nn.Module):
         (None: all; a name; a list of names; a predicate). Scores and patterns are computed (the
         explicit path) only when a `hook_scores.{t}`/`hook_pattern.{t}` name passes the filter."""
         return self._run_cached(names_filter, Z, n_loops=n_loops)
+
+    @classmethod
+    def example(cls, *, dtype: torch.dtype = torch.float32) -> TDTransformer:
+        """A tiny instance (the `Model` protocol, `icgd.models.api`): d = 2, two stacked linear
+        layers, weights N(0, 0.1²) from seed 0."""
+        config = TDTransformerConfig(d=2, n_layers=2, init_std=0.1)
+        return cls(config, generator=torch.Generator().manual_seed(0), dtype=dtype)
+
+    def example_inputs(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor]:
+        """`(Z,)`: B TD prompts (B, 2d+1, n+1) (`build_td_prompt`, γ = 0.9; "average_reward"
+        models: `build_average_reward_prompt`, r̄ = 0) of n = 5 standard normal transitions."""
+        B, n, d = int(batch_size), 5, self.config.d
+        phi = example_normal(generator, B, n + 1, d, like=self)  # (B, n+1, d) φ(s_0 … s_n)
+        rewards = example_normal(generator, B, n, like=self)  # (B, n)
+        if self.config.kind == "average_reward":
+            return (build_average_reward_prompt(phi[:, :-1], phi[:, 1:], rewards, phi[:, -1]),)
+        return (build_td_prompt(phi[:, :-1], phi[:, 1:], rewards, phi[:, -1], 0.9),)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -1,5 +1,7 @@
-"""Samplers of in-context problems. Each works on whole batches and takes a `torch.Generator`."""
+"""Samplers of in-context problems behind one `Task` protocol (`icgd.tasks.api`). Each works on
+whole batches and takes a `torch.Generator`."""
 
+from icgd.tasks.api import Task, batch_tensors
 from icgd.tasks.decision_lists import (
     DecisionLists,
     DecisionListsConfig,
@@ -66,7 +68,9 @@ __all__ = [
     "ScheduleConfig",
     "ShiftConfig",
     "SlidingPrompts",
+    "Task",
     "ahn_spectrum",
+    "batch_tensors",
     "evaluate_function",
     "haar_orthogonal",
     "msve",

@@ -40,12 +40,15 @@ CPU from `make_generator(config.seed)` in the order π (`randperm(L)`), then the
 (argsort, computed as the M smallest by `topk`) orders the candidate entries; it is then moved
 to `device`, so it does not depend on the device.
 Sequences come from the `torch.Generator` passed to `sample` (on `device`).
+
+Layout `token-sequence` of the `Task` protocol (`icgd.tasks.api`): a batch is `seqs` (B, n) int64;
+the model's input is `one_hot(seqs)` (B, L, n) and the targets are `labels(seqs)` (B, n).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from pydantic import Field, StrictInt, model_validator
@@ -138,7 +141,10 @@ class DecisionLists:
 
     Attributes (module docstring for the layout): `config`, `L`, `n`, `M`, `perm` (L,) int64,
     `P` (L, L) `dtype`, `lists` (L, M) int64 (−1 padded), `lengths` (L,) int64, `device`, `dtype`.
+    A `Task` (`icgd.tasks.api`) of layout `token-sequence`.
     """
+
+    layout: ClassVar[str] = "token-sequence"
 
     def __init__(
         self,
@@ -158,6 +164,15 @@ class DecisionLists:
         P = torch.zeros(self.L, self.L, dtype=dtype, device=self.device)
         P[self.perm, torch.arange(self.L, device=self.device)] = 1  # P[π(a), a] = 1
         self.P = P
+
+    @classmethod
+    def example(cls) -> DecisionLists:
+        """A tiny instance: L = 6 tokens, sequences of n = 4, lists of at most M = 3."""
+        return cls(DecisionListsConfig(L=6, n=4, M=3))
+
+    def shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
+        """The tensor of `sample(batch_size, g)`: seqs (B, n) int64."""
+        return {"seqs": (int(batch_size), self.n)}
 
     # --- sequences ---------------------------------------------------------------------------
 

@@ -55,13 +55,17 @@ Randomness: all of it comes from the `torch.Generator` passed to `sample`, in th
 z (B, n, d), the function's parameters (per kind, documented in `sample`), label noise ε (B, n)
 (always drawn, so inputs and functions do not depend on σ). The skewed rotation is a pure function
 of `shift.rotation_seed`.
+
+Layout `next-point` of the `Task` protocol (`icgd.tasks.api`): a batch is a `FunctionClassBatch`,
+X (B, n, d), y (B, n), the queries x_q (B, n, d), y_q (B, n) scored after each prefix, and the
+function's parameters.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from pydantic import Field, FiniteFloat, StrictInt, model_validator
@@ -246,8 +250,11 @@ class FunctionClass:
     """Sampler of prompts of one function class (see the module docstring for the definitions).
 
     `sample(batch_size, generator, n=None, d_active=None)`; with a curriculum,
-    `d_active, n = curriculum.at(step)` then `sample(B, g, n=n, d_active=d_active)`.
+    `d_active, n = curriculum.at(step)` then `sample(B, g, n=n, d_active=d_active)`. A `Task`
+    (`icgd.tasks.api`) of layout `next-point`.
     """
+
+    layout: ClassVar[str] = "next-point"
 
     def __init__(
         self,
@@ -263,6 +270,24 @@ class FunctionClass:
         self.device = torch.device(device)
         self.dtype = dtype
         self._skew_maps: dict[int, Tensor] = {}
+
+    @classmethod
+    def example(cls) -> FunctionClass:
+        """A tiny instance: 2-layer ReLU nets of 4 hidden units on d = 3, 6 points a prompt."""
+        return cls(FunctionClassConfig(kind="relu_net", d=3, n_points=6, hidden=4))
+
+    def shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
+        """The tensors of `sample(batch_size, g)`: X, x_q (B, n, d), y, y_q (B, n), and the
+        parameters `params.<name>` of the kind (`FunctionClassBatch`)."""
+        B, n, d, cfg = int(batch_size), self.n, self.d, self.config
+        if self.kind == "relu_net":
+            params = {"params.W1": (B, d, cfg.hidden), "params.a": (B, cfg.hidden)}
+        elif self.kind == "decision_tree":
+            leaves = 2**cfg.depth
+            params = {"params.coords": (B, leaves - 1), "params.leaves": (B, leaves)}
+        else:
+            params = {"params.w": (B, d)}
+        return {"X": (B, n, d), "y": (B, n), "x_q": (B, n, d), "y_q": (B, n), **params}
 
     def skew_map(self, d_active: int) -> Tensor:
         """Σ^{1/2} = U diag(√s) Uᵀ (d_active, d_active) of the skewed shift (cached)."""

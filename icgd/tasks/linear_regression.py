@@ -19,14 +19,16 @@ for in-context learning") use d = 5, n = 20, λ = (1, 1, 1/4, 1/16, 1); the prio
 Gatmiry et al.'s "distorted view" (isotropic after whitening), for which `E[y_q²] = d` when σ = 0.
 
 Prompts are laid out by `icgd.core.prompts.build_prompt`: `(B, d+1, n+1)`, context columns
-`[x_i; y_i]`, query column `[x_q; 0]`.
+`[x_i; y_i]`, query column `[x_q; 0]`. This is layout `regression` of the `Task` protocol
+(`icgd.tasks.api`): a batch is a `LinearRegressionBatch`, X (B, n, d), y (B, n), x_q (B, d),
+y_q (B,), w* (B, d), Σ (d, d), and `batch.prompt()` is `Z`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from pydantic import Field, FiniteFloat, StrictInt, ValidationInfo, field_validator
@@ -178,8 +180,11 @@ class LinearRegression:
     `eigenvalues` (d,) λ; `rotation` (d, d) U; `sigma` (d, d) Σ = U diag(λ) Uᵀ, the covariance of
     the inputs (`α² Σ₀`, or `α² Σ₀ / 3` for uniform inputs); `sigma_sqrt`,
     `sigma_inv_sqrt`, `sigma_inv` (d, d) the symmetric square root, its inverse and Σ⁻¹;
-    `weight_covariance` (d, d) Σ_w, the prior covariance of w*.
+    `weight_covariance` (d, d) Σ_w, the prior covariance of w*. A `Task` (`icgd.tasks.api`) of
+    layout `regression`.
     """
+
+    layout: ClassVar[str] = "regression"
 
     def __init__(
         self,
@@ -242,6 +247,24 @@ class LinearRegression:
         self._weight_sqrt = cast(weight_sqrt)
         self._input_map = cast(input_map)
         self._population_loss_of_zero = float(torch.trace(sigma @ weight_cov)) + config.noise_std**2
+
+    @classmethod
+    def example(cls) -> LinearRegression:
+        """A tiny instance: d = 3, n = 6, label noise σ = 0.1."""
+        return cls(LinearRegressionConfig(d=3, n=6, noise_std=0.1))
+
+    def shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
+        """The tensors of `sample(batch_size, g)`: X (B, n, d), y (B, n), x_q (B, d), y_q (B,),
+        w_star (B, d), sigma (d, d)."""
+        B, n, d = int(batch_size), self.n, self.d
+        return {
+            "X": (B, n, d),
+            "y": (B, n),
+            "x_q": (B, d),
+            "y_q": (B,),
+            "w_star": (B, d),
+            "sigma": (d, d),
+        }
 
     def population_loss_of_zero(self) -> float:
         """`E[y_q²] = tr(Σ Σ_w) + σ²`: the population loss of always predicting 0 (d for the

@@ -25,12 +25,15 @@ Sorting (`sorting_problem`): `x_i ~ U[0, 1]` i.i.d. (B, n, 1) and the fixed grid
 the grid point of its rank, `y_{rank(x_i)}`, `rank(x_i) = #{k : x_k < x_i}` (0-based; ties have
 probability 0): the optimal transport map for `C = |x − y|²` between the two uniform measures is
 the monotone rearrangement (`sorting_ranks`, `sorted_targets`).
+
+Layout `point-cloud-pair` of the `Task` protocol (`icgd.tasks.api`): a batch is the pair (X, Y),
+each (B, n, d); a problem's cost is `icgd.algorithms.squared_distances(X, Y)` (B, n, n).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from pydantic import Field, FiniteFloat, StrictInt
@@ -64,7 +67,12 @@ class PointCloudsConfig(Config):
 
 
 class PointClouds:
-    """Sampler of pairs of clouds: `sample(B, generator, n=None) -> (X, Y)`, each (B, n, d)."""
+    """Sampler of pairs of clouds: `sample(B, generator, n=None) -> (X, Y)`, each (B, n, d).
+
+    A `Task` (`icgd.tasks.api`) of layout `point-cloud-pair`.
+    """
+
+    layout: ClassVar[str] = "point-cloud-pair"
 
     def __init__(
         self,
@@ -76,6 +84,16 @@ class PointClouds:
         self.config = config
         self.device = torch.device(device)
         self.dtype = dtype
+
+    @classmethod
+    def example(cls) -> PointClouds:
+        """A tiny instance: Gaussian mixtures of 2 components in d = 2, 5 points a cloud."""
+        return cls(PointCloudsConfig(kind="mixture", d=2, n=5, n_components=2))
+
+    def shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
+        """The tensors of `sample(batch_size, g)`: X, Y (B, n, d)."""
+        cloud = (int(batch_size), self.config.n, self.config.d)
+        return {"X": cloud, "Y": cloud}
 
     def _mixture_points(self, means: Tensor, n: int, kw: dict) -> Tensor:
         """n points per prompt from the mixture with means (B, k, d): (B, n, d)."""

@@ -182,20 +182,27 @@ def test_default_run_learns_the_bayes_weight(site, tmp_path):
     assert result["metrics"]["loss"] < result["metrics"]["loss_sample_mean"]
 
 
-def test_the_contract_suite_holds_for_the_plugin(site, tmp_path):
-    """tests/test_contracts.py, parametrised over the registry, includes the plugin's experiment
-    when it is installed: run its cases for `toy-mean` in a process that sees the plugin."""
+def test_the_contract_suites_hold_for_the_plugin(site, tmp_path):
+    """tests/test_contracts.py and tests/test_contracts_components.py, parametrised over the
+    registries, include the plugin's experiment, task, model and baseline when it is installed:
+    run their cases for the plugin's names in a process that sees the plugin."""
     env = {**os.environ, "PYTHONPATH": str(site)}
-    contracts = Path(__file__).resolve().parents[1] / "test_contracts.py"
+    tests = Path(__file__).resolve().parents[1]
     args = [sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-p", "no:cacheprovider"]
-    args.append(str(contracts))
+    args += [str(tests / "test_contracts.py"), str(tests / "test_contracts_components.py")]
     done = subprocess.run(
-        [*args, "-k", "toy-mean"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
+        [*args, "-k", "toy"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
     )
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "4 passed" in done.stdout, done.stdout[-500:]
+    ran = done.stdout.strip().splitlines()[-1]
+    assert "passed" in ran and "failed" not in ran and "skipped" not in ran, ran
+    for name in ("toy-mean", "toy-shrinkage", "toy-posterior-mean"):  # every kind was checked
+        listed = subprocess.run(
+            [*args, "-k", name, "--co"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
+        assert name in listed.stdout, listed.stdout[-1000:]

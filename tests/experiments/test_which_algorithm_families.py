@@ -19,7 +19,7 @@ from icgd.experiments.which_algorithm.prefixes import (
     causal_predict,
     prefix_protocol,
 )
-from icgd.models import ModelSpec, build_model
+from icgd.models import LSASpec, build_model, model_spec
 from icgd.reporting.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 from icgd.tasks import LinearRegression
@@ -40,7 +40,7 @@ def data():
 
 
 def make(kind: str, depth: int = 2, **fields):
-    spec = ModelSpec(kind=kind, **fields)
+    spec = model_spec(kind=kind, **fields)
     g = torch.Generator().manual_seed(1)
     model = build_model(spec, d=D, n_max=N, depth=depth, generator=g, dtype=torch.float64)
     return spec, model
@@ -126,7 +126,7 @@ def test_training_loss_reads_every_prefix(kind):
 
 def test_each_family_trains_with_its_recipe_and_explicit_fields_win():
     lsa = resolve_config("which-algorithm")
-    assert lsa.model == ModelSpec() and lsa.train == DEFAULT_TRAIN
+    assert lsa.model == LSASpec() and lsa.train == DEFAULT_TRAIN
     gpt = resolve_config("which-algorithm", overrides=["model.kind=gpt", "train.steps=50"])
     assert gpt.train == FAMILY_TRAIN["gpt"].model_copy(update={"steps": 50})
     soft = resolve_config(

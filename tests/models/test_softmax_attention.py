@@ -8,7 +8,8 @@ from pydantic import ValidationError
 
 from icgd.core.prompts import build_prompt
 from icgd.core.rng import make_generator
-from icgd.models import SoftmaxAttention, SoftmaxAttentionConfig
+from icgd.models import SoftmaxAttention, SoftmaxAttentionConfig, StackedSoftmaxAttention
+from icgd.models.hooks import caching_hook
 
 F64 = torch.float64
 KINDS = ["he", "full"]
@@ -152,6 +153,42 @@ def test_hooks_names_cache_and_patching():
         with model.hooks([("hook_pattern", lambda t, name: torch.zeros_like(t))]):
             torch.testing.assert_close(model(Z), Z, rtol=0, atol=0)
     assert len(model.hook_points) == 0
+
+
+def test_stacked_hooks_are_each_layers_hooks():
+    config = SoftmaxAttentionConfig(d=3, n_heads=2, kind="full", init_std=0.3)
+    model = StackedSoftmaxAttention(config, 2, generator=make_generator(0), dtype=F64)
+    Z, k = random_prompts(3, 5, 3), torch.tensor([5, 2, 3])  # with padding: k context tokens
+    out, cache = model.run_with_cache(Z, k)
+    layer1 = ["hook_z.0", "hook_scores.1", "hook_pattern.1", "hook_z.1"]
+    assert (
+        model.hook_names()
+        == list(cache)
+        == [*layer1, "hook_scores.2", "hook_pattern.2", "hook_z.2"]
+    )
+    torch.testing.assert_close(out, model(Z, k), rtol=0, atol=0)
+    # Layer t's own hooks, fired under the stack's names.
+    own1, own2 = {}, {}
+    with model.layers[0].hooks([(lambda n: True, caching_hook(own1))]):
+        first = model.layers[0](Z, k)
+    with model.layers[1].hooks([(lambda n: True, caching_hook(own2))]):
+        model.layers[1](first, k)
+    pairs = [("hook_z.1", first), ("hook_scores.1", own1["hook_scores"])]
+    pairs += [("hook_pattern.2", own2["hook_pattern"]), ("hook_scores.2", own2["hook_scores"])]
+    for name, expected in pairs:
+        torch.testing.assert_close(cache[name], expected, rtol=0, atol=0, msg=name)
+
+    def zero(t, name):
+        return torch.zeros_like(t)
+
+    # Patching layer 2's pattern through the stack = patching it on the layer itself: Z passes.
+    with torch.no_grad(), model.hooks([("hook_pattern.2", zero)]):
+        patched = model(Z, k)
+    with torch.no_grad(), model.layers[1].hooks([("hook_pattern", zero)]):
+        expected = model(Z, k)
+    torch.testing.assert_close(patched, expected, rtol=0, atol=0)
+    torch.testing.assert_close(patched, first.detach(), rtol=0, atol=0)
+    assert len(model.hook_points) == 0 and all(len(m.hook_points) == 0 for m in model.layers)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -11,7 +11,10 @@ it has the least mean squared error; among predictors w·x̄ the best w is c.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
+
+from icgd.algorithms.plugins import AlgorithmExample, with_example
 
 
 def shrinkage_weight(n: int, prior_std: float, noise_std: float) -> float:
@@ -32,3 +35,12 @@ def posterior_mean(x: Tensor, prior_std: float, noise_std: float) -> Tensor:
     if x.ndim != 2:
         raise ValueError(f"posterior_mean: expected x (B, n), got {tuple(x.shape)}")
     return shrinkage_weight(x.shape[-1], prior_std, noise_std) * x.mean(dim=-1)  # (B,)
+
+
+def _example(batch_size: int, generator: torch.Generator) -> AlgorithmExample:
+    """Inputs of B prompts for the contract suite (the `Algorithm` protocol)."""
+    x = torch.randn(batch_size, 6, generator=generator, dtype=torch.float64)
+    return AlgorithmExample(inputs={"x": x}, options={"prior_std": 1.0, "noise_std": 2.0})
+
+
+with_example(posterior_mean, _example)

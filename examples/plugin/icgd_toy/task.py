@@ -4,6 +4,9 @@
 
 τ = `prior_std`, σ = `noise_std`. Randomness: all from the generator passed to `sample`, in the
 order μ (B,), then the noise (B, n).
+
+Layout `mean-samples` (the `Task` protocol, `icgd.tasks.api`): a batch is the tuple
+`(x (B, n), mu (B,))`: the context samples of each prompt and the mean to predict.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class MeanTaskConfig(Config):
 class MeanTask:
     """Sampler of mean-estimation prompts: `sample(B, generator) -> (x (B, n), μ (B,))`."""
 
+    layout = "mean-samples"
+
     def __init__(
         self,
         config: MeanTaskConfig,
@@ -43,3 +48,12 @@ class MeanTask:
         mu = c.prior_std * torch.randn(batch_size, **kw)  # (B,)
         x = mu[:, None] + c.noise_std * torch.randn(batch_size, c.n, **kw)  # (B, n)
         return x.to(self.device), mu.to(self.device)
+
+    def shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
+        """The batch's tensors by name: x (B, n) and mu (B,)."""
+        return {"x": (batch_size, self.config.n), "mu": (batch_size,)}
+
+    @classmethod
+    def example(cls) -> MeanTask:
+        """A tiny instance, for tests: n = 4."""
+        return cls(MeanTaskConfig(n=4))

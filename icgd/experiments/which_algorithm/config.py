@@ -18,7 +18,7 @@ from pydantic import (
 from icgd.core.config import Config
 from icgd.experiments.api import ExperimentConfig
 from icgd.experiments.which_algorithm.prefixes import bayes_lambda
-from icgd.models import ModelSpec
+from icgd.models import LSASpec, ModelSpec
 from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig
 
 DEFAULT_TRAIN = TrainConfig(
@@ -113,7 +113,7 @@ class WhichAlgorithmConfig(ExperimentConfig):
     depths: tuple[Depth, ...] | None = None
     noise_levels: tuple[Noise, ...] | None = None
     lambda_grid: tuple[Lambda, ...] | None = None
-    model: ModelSpec = ModelSpec()
+    model: ModelSpec = LSASpec()
     train: TrainConfig = DEFAULT_TRAIN
     test_batch_size: Annotated[int, Field(ge=16, le=1_000_000)] = 8192
     tune_batch_size: Annotated[int, Field(ge=16, le=1_000_000)] = 8192
@@ -135,7 +135,8 @@ class WhichAlgorithmConfig(ExperimentConfig):
         if not isinstance(data, dict):
             return data
         model = data.get("model", {})
-        kind = model.kind if isinstance(model, ModelSpec) else (model or {}).get("kind", "lsa")
+        kind = model.get("kind") if isinstance(model, dict) else getattr(model, "kind", None)
+        kind = kind or "lsa"
         if kind == "lsa" or kind not in FAMILY_TRAIN:  # an unknown kind fails on `model.kind`
             return data
         train = data.get("train", DEFAULT_TRAIN)
