@@ -10,7 +10,7 @@ median over rounds of seed-steps per second and the ratio stacked / sequential.
 - stacked: `icgd.training.ensemble.train_stacked` over the K calls (one process, vmapped);
 - sequential: `train(...)` K times, one seed after another (what K single runs do);
 - sampling alone: the K seeds' batch draws of one step, one after another and through the stacked
-  loop's thread pool (`_BatchDrawer`). The stacked loop must draw K batches per step whatever it
+  loop's thread pool (`BatchDrawer`). The stacked loop must draw K batches per step whatever it
   batches, so `ceiling` = (sequential seconds per seed-step) / (pooled draw seconds per seed) is
   the ratio stacking could reach if all the rest of a stacked step cost nothing (Amdahl's bound).
 
@@ -80,11 +80,11 @@ def _sync(device: str) -> None:
 
 def _sampling_seconds(K: int, batch: int, device: str, repeats: int = 5) -> tuple[float, float]:
     """Median seconds to draw one batch for each of K seeds: (one after another, thread pool)."""
-    from icgd.training.ensemble import _BatchDrawer
+    from icgd.training.batches import BatchDrawer
 
     calls = _calls(K, 4, batch, {}, device)
     alone, pooled = [], []
-    with _BatchDrawer(calls, batch) as draw:
+    with BatchDrawer(calls, batch) as draw:
         draw()  # warm-up
         for _ in range(repeats):
             _sync(device)

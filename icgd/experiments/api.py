@@ -103,14 +103,22 @@ class MemoryEstimate:
 @dataclass
 class RunContext:
     """What the runner gives an experiment: where to write, whether to resume, how to report,
-    whether the trainer compiles its training step (`ExperimentConfig.compile`) and whether it
-    writes TensorBoard events (`ExperimentConfig.tensorboard`; see `tensorboard_dir`)."""
+    whether the trainer compiles its training step (`ExperimentConfig.compile`), whether it
+    writes TensorBoard events (`ExperimentConfig.tensorboard`; see `tensorboard_dir`), and the
+    trainer to train with.
+
+    `trainer`: a callable with the signature of `icgd.training.train`; None means that plain
+    `train`. A seed of an ensemble gets its seat at the ensemble's rendezvous
+    (`icgd.training.rendezvous.Seat`), so its models train stacked with the other seeds' without
+    the experiment knowing (this module imports nothing of `icgd.training`, hence None).
+    """
 
     run_dir: Path
     resume: bool = False
     compile: bool = False
     tensorboard: bool = False
     progress: Callable[[str, int, int, dict], None] | None = None  # (task, step, total, record)
+    trainer: Callable[..., Any] | None = None
 
     def tensorboard_dir(self, sub: str = "") -> Path | None:
         """The TensorBoard folder of a model trained into `run_dir / sub`: `run_dir/tensorboard`

@@ -79,13 +79,15 @@ def run_experiment(
     resume: bool = False,
     retrying: str = "",
     progress=None,
+    trainer=None,
 ) -> Result:
     """Run experiment `name` with `config` in `run_dir` and write `result.json`.
 
     The folder gets `config.yaml` and `result.json` (status "running") before any work starts.
     A signal records "interrupted" and re-raises; any other exception records "error" (with
     error.log) and raises `RunError` from it (an `InputError`, e.g. a damaged checkpoint on
-    resume, is recorded the same way and re-raised as it is).
+    resume, is recorded the same way and re-raised as it is). `trainer`: what the experiment
+    trains with (`RunContext.trainer`; None: `icgd.training.train`).
     """
     experiment = EXPERIMENTS.get(name)
     folder = RunFolder(name, config, run_dir)
@@ -96,6 +98,7 @@ def run_experiment(
         compile=config.compile,
         tensorboard=config.tensorboard,
         progress=progress,
+        trainer=trainer,
     )
     try:
         outcome = experiment.run(config, ctx)

@@ -4,9 +4,10 @@
 
 - each seed k runs the experiment's ordinary `run_experiment` with `seed=k` into `run_dir/seed{k}/`
   (a normal run folder: config, result.json, checkpoints, metrics.jsonl), in its own thread;
-- while those threads run, every `train(...)` call they make is handed to a
-  `icgd.training.rendezvous.Rendezvous`: the coordinating (calling) thread waits until every seed
-  still running has a call pending, then trains them together — stacked parameters,
+- seed k's experiment trains through the trainer of its run context (`RunContext.trainer`): seat k
+  of one `icgd.training.rendezvous.Rendezvous`, which hands every call to the coordinating
+  (calling) thread; that thread waits until every seed still running has a call pending, then
+  trains them together — the seed axis of the one training loop: stacked parameters,
   `torch.func.vmap` over the seeds — and hands each thread its own `TrainResult`. An experiment
   that trains several models in turn (looped-gd: a looped, then a stacked model) does so round by
   round; a seed that stops early (diverged) or never trains (optimal-transport, decision-lists:
@@ -110,26 +111,8 @@ def _ensemble_status(statuses: list[str]) -> str:
     return "passed"
 
 
-def aggregate(
-    name: str,
-    config: ExperimentConfig,
-    seeds: list[int],
-    results: list[Result],
-    *,
-    wall_seconds: float,
-    batched: bool,
-    message: str = "",
-) -> Result:
-    """The ensemble's `Result` from the seeds' results (same order as `seeds`).
-
-    metrics: for every scalar metric m, `m.mean`, `m.std` (sample, n − 1), `m.min`, `m.max` over
-    the seeds with a finite value; for a list metric of equal length in every seed, `m.mean` is
-    the elementwise mean; plus `n_seeds`, `seeds_passed` and `ensemble_batched` (1 when every
-    `train` call ran stacked, else 0). claims: one per claim name, `measured` = mean of the seeds'
-    measured values, `expected` = mean of their expected values, `passed` = every seed passed it.
-    The per-seed values and each claim's pass rate are kept in `seeds` (`SeedsSummary`).
-    """
-    statuses = [r.status for r in results]
+def _metric_stats(results: list[Result]) -> tuple[dict[str, list], dict[str, Any]]:
+    """`(per-seed values of every metric, their statistics)` (see `aggregate`)."""
     names: list[str] = []
     for r in results:
         names += [m for m in r.metrics if m not in names]
@@ -145,11 +128,11 @@ def aggregate(
             continue
         for stat, value in _stats(values).items():
             metrics[f"{m}.{stat}"] = value
-    metrics |= {
-        "n_seeds": len(seeds),
-        "seeds_passed": sum(s == "passed" for s in statuses),
-        "ensemble_batched": int(batched),
-    }
+    return per_seed, metrics
+
+
+def _claim_stats(results: list[Result]) -> tuple[list[Claim], dict[str, list], dict[str, float]]:
+    """`(one claim per name over the seeds, per-seed verdicts, pass rates)` (see `aggregate`)."""
     claim_names: list[str] = []
     first: dict[str, Claim] = {}
     for r in results:
@@ -176,6 +159,36 @@ def aggregate(
                 passed=all(p is True for p in passed[cname]),
             )
         )
+    return claims, passed, rates
+
+
+def aggregate(
+    name: str,
+    config: ExperimentConfig,
+    seeds: list[int],
+    results: list[Result],
+    *,
+    wall_seconds: float,
+    batched: bool,
+    message: str = "",
+) -> Result:
+    """The ensemble's `Result` from the seeds' results (same order as `seeds`).
+
+    metrics: for every scalar metric m, `m.mean`, `m.std` (sample, n − 1), `m.min`, `m.max` over
+    the seeds with a finite value; for a list metric of equal length in every seed, `m.mean` is
+    the elementwise mean; plus `n_seeds`, `seeds_passed` and `ensemble_batched` (1 when every
+    `train` call ran stacked, else 0). claims: one per claim name, `measured` = mean of the seeds'
+    measured values, `expected` = mean of their expected values, `passed` = every seed passed it.
+    The per-seed values and each claim's pass rate are kept in `seeds` (`SeedsSummary`).
+    """
+    statuses = [r.status for r in results]
+    per_seed, metrics = _metric_stats(results)
+    metrics |= {
+        "n_seeds": len(seeds),
+        "seeds_passed": sum(s == "passed" for s in statuses),
+        "ensemble_batched": int(batched),
+    }
+    claims, passed, rates = _claim_stats(results)
     provenance = Provenance(
         icgd=icgd.__version__,
         git_commit=results[0].provenance.git_commit if results else None,
@@ -248,6 +261,8 @@ def run_seeds(
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise InputError("--seeds", "give a non-empty list of distinct seeds")
+    if config.compile:  # as `resolve_config`, for a config that did not come through it
+        raise InputError("compile", "a seed ensemble trains under vmap, which is not compiled")
     config = type(config).model_validate(config.model_dump(mode="json") | {"seeds": seeds})
     started = time.perf_counter()
 
@@ -258,58 +273,9 @@ def run_seeds(
         atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
     write(_placeholder(name, config, seeds[0], "started; not finished"))
 
-    results: dict[int, Result] = {}
-    todo: list[tuple[int, ExperimentConfig, Path, bool]] = []
-    for seed in seeds:
-        folder = run_dir / f"seed{seed}"
-        if resume and (folder / "result.json").is_file():
-            previous = read_result(folder / "result.json")
-            if previous.status not in RESUMABLE:
-                results[seed] = previous
-                continue
-            todo.append((seed, resumable(name, folder)[0], folder, True))
-            continue
-        if resume and folder.exists() and any(folder.iterdir()):
-            raise InputError("--resume", f"{folder} holds files but no result.json")
-        folder.mkdir(parents=True, exist_ok=True)
-        todo.append((seed, seed_config(config, seed), folder, False))
-
+    results, todo = _plan(name, config, seeds, run_dir, resume)
     rendezvous = Rendezvous(len(todo))
-    errors: list[tuple[int, BaseException]] = []
-    lock = threading.Lock()
-    reported: dict[str, dict[int, int]] = {}
-
-    def seed_progress(seed: int):
-        if progress is None:
-            return None
-
-        def report(task: str, step: int, total: int, record: dict) -> None:
-            with lock:
-                steps = reported.setdefault(task, {})
-                steps[seed] = step
-                slowest = min(steps.values())
-            progress(task, slowest, total, record)
-
-        return report
-
-    def work(index: int, seed: int, cfg: ExperimentConfig, folder: Path, again: bool) -> None:
-        try:
-            with rendezvous.seated(index):
-                results[seed] = run_experiment(
-                    name, cfg, folder, resume=again, progress=seed_progress(seed)
-                )
-        except BaseException as exc:  # noqa: BLE001 - handed to the coordinating thread
-            with lock:
-                errors.append((seed, exc))
-            if not isinstance(exc, EnsembleAborted):
-                rendezvous.abort(EnsembleAborted(f"seed {seed} failed: {type(exc).__name__}"))
-
-    threads = [
-        threading.Thread(target=work, args=(i, *job), name=f"icgd-seed{job[0]}", daemon=True)
-        for i, job in enumerate(todo)
-    ]
-    for thread in threads:
-        thread.start()
+    threads, errors = _start_seeds(name, todo, rendezvous, results, progress)
     try:
         rendezvous.serve()
     except BaseException as exc:
@@ -323,23 +289,11 @@ def run_seeds(
     if first is not None:
         _record_failure(write, name, config, seeds[0], first, run_dir)
 
-    batched_calls = sum(rendezvous.batched_calls)
-    batched = batched_calls > 0 and sum(rendezvous.sequential_calls) == 0
-    message = ""
-    if rendezvous.reasons:
-        message = "some train calls ran one seed after another: " + "; ".join(
-            sorted(set(rendezvous.reasons))
-        )
-    elif batched_calls == 0:
-        message = "no train calls to stack: the seeds ran concurrently in threads"
+    batched, message = _how_trained(rendezvous)
+    wall = time.perf_counter() - started
+    ordered = [results[s] for s in seeds]
     final = aggregate(
-        name,
-        config,
-        seeds,
-        [results[s] for s in seeds],
-        wall_seconds=time.perf_counter() - started,
-        batched=batched,
-        message=message,
+        name, config, seeds, ordered, wall_seconds=wall, batched=batched, message=message
     )
     write(final)
     return final
@@ -359,3 +313,86 @@ def _record_failure(write, name, config, seed, exc: BaseException, run_dir: Path
     if isinstance(exc, (RunError, InputError)):
         raise exc
     raise RunError(run_dir, exc) from exc
+
+
+_Job = tuple[int, ExperimentConfig, Path, bool]  # seed, its config, its folder, resume it
+
+
+def _plan(
+    name: str, config: ExperimentConfig, seeds: list[int], run_dir: Path, resume: bool
+) -> tuple[dict[int, Result], list[_Job]]:
+    """`(results of the seeds already finished, the seeds to run)`; each seed's folder made."""
+    results: dict[int, Result] = {}
+    todo: list[_Job] = []
+    for seed in seeds:
+        folder = run_dir / f"seed{seed}"
+        if resume and (folder / "result.json").is_file():
+            previous = read_result(folder / "result.json")
+            if previous.status not in RESUMABLE:
+                results[seed] = previous
+                continue
+            todo.append((seed, resumable(name, folder)[0], folder, True))
+            continue
+        if resume and folder.exists() and any(folder.iterdir()):
+            raise InputError("--resume", f"{folder} holds files but no result.json")
+        folder.mkdir(parents=True, exist_ok=True)
+        todo.append((seed, seed_config(config, seed), folder, False))
+    return results, todo
+
+
+def _start_seeds(
+    name: str, todo: list[_Job], rendezvous: Rendezvous, results: dict[int, Result], progress
+) -> tuple[list[threading.Thread], list[tuple[int, BaseException]]]:
+    """Start one thread per seed of `todo`, seed i running its experiment with the trainer of
+    seat i of `rendezvous`; its result goes to `results`, an exception to the returned list
+    (and aborts the rendezvous). `progress` hears of the slowest seed of each task."""
+    errors: list[tuple[int, BaseException]] = []
+    lock = threading.Lock()
+    reported: dict[str, dict[int, int]] = {}
+
+    def seed_progress(seed: int):
+        if progress is None:
+            return None
+
+        def report(task: str, step: int, total: int, record: dict) -> None:
+            with lock:
+                steps = reported.setdefault(task, {})
+                steps[seed] = step
+                slowest = min(steps.values())
+            progress(task, slowest, total, record)
+
+        return report
+
+    def work(index: int, seed: int, cfg: ExperimentConfig, folder: Path, again: bool) -> None:
+        try:
+            with rendezvous.seated(index) as trainer:
+                results[seed] = run_experiment(
+                    name, cfg, folder, resume=again, progress=seed_progress(seed), trainer=trainer
+                )
+        except BaseException as exc:  # noqa: BLE001 - handed to the coordinating thread
+            with lock:
+                errors.append((seed, exc))
+            if not isinstance(exc, EnsembleAborted):
+                rendezvous.abort(EnsembleAborted(f"seed {seed} failed: {type(exc).__name__}"))
+
+    threads = [
+        threading.Thread(target=work, args=(i, *job), name=f"icgd-seed{job[0]}", daemon=True)
+        for i, job in enumerate(todo)
+    ]
+    for thread in threads:
+        thread.start()
+    return threads, errors
+
+
+def _how_trained(rendezvous: Rendezvous) -> tuple[bool, str]:
+    """`(every train call ran stacked, a message when not)`."""
+    batched_calls = sum(rendezvous.batched_calls)
+    batched = batched_calls > 0 and sum(rendezvous.sequential_calls) == 0
+    message = ""
+    if rendezvous.reasons:
+        message = "some train calls ran one seed after another: " + "; ".join(
+            sorted(set(rendezvous.reasons))
+        )
+    elif batched_calls == 0:
+        message = "no train calls to stack: the seeds ran concurrently in threads"
+    return batched, message

@@ -1,7 +1,9 @@
-"""The sync-free NaN/inf guard of the training loops (`train` and the stacked seed loop).
+"""The sync-free NaN/inf guard of the training loop, for one run or K stacked seeds.
 
-After each optimizer step the loop hands the guard `checked` = [loss, gradient norms, weight
-norms] (a tensor is finite iff its norm is). On the device, without a host sync, the guard keeps
+Every update is checked: the loss, every gradient (before clipping) and, after the update, every
+weight. After each optimizer step the loop hands the guard `checked` = [loss, gradient norms,
+weight norms] (a tensor is finite iff its norm is; a norm that overflows counts as non-finite).
+On the device, without a host sync, the guard keeps
 
     good        every update so far was finite              ()  or (K,) for K stacked seeds
     bad_at      0-based index of the first bad update       ()  or (K,)
@@ -9,16 +11,47 @@ norms] (a tensor is finite iff its norm is). On the device, without a host sync,
     saved       the last good weights                       like the parameters
 
 and sets every parameter to `where(good, p, saved)` (then `saved ← p`): from the first bad update
-on, the weights (of that seed) stay frozen at the last good step. The loop reads `good` on the host
-only where it syncs anyway; `lr_of(t, step)` then gives the learning rate of the bad update t from
-the learning rates recorded since the last read (`verified()` clears them). See the module
-docstring of `icgd.training.loop` for why and when the host reads.
+on, the weights (of that seed) stay frozen at the last good step, i.e. the bad update is undone.
+
+Why on the device: reading a flag on the host drains a GPU's queue, so the loop reads `good` only
+where it syncs anyway — at train-log steps (every `max(1, steps // 200)` updates), eval steps,
+checkpoint steps and the end — and then reports the first bad update and its quantity exactly as
+an immediate check would (`first_bad`, `lr_of`, `what_diverged`). A checkpoint is written only
+after `good` was read as true, so none ever holds weights of (or after) a bad step. Between the bad
+step and its detection the loop runs on frozen weights (the optimizer and scheduler keep stepping,
+`progress` keeps being called), all of it discarded: nothing after the bad step is logged or saved.
+On CPU a host read costs nothing (no queue to drain), so there `checks_every_step` is true and the
+loop stops at the bad step itself.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
+
+__all__ = ["DivergenceGuard", "checks_every_step", "what_diverged"]
+
+
+def checks_every_step(device: torch.device) -> bool:
+    """Whether the host reads the divergence flags after every update (module docstring): on CPU,
+    where reading them costs nothing; elsewhere only where the loop syncs anyway. Also the rule
+    of loops outside `icgd.training` that keep a device-side flag (decision-lists' fits)."""
+    return device.type == "cpu"
+
+
+def what_diverged(checked: Tensor, names: list[str], lr: float) -> str:
+    """Name the first non-finite quantity of an update that failed the check: the loss, a
+    gradient (before clipping), or a weight after the update. `checked` = [loss, gradient norms,
+    weight norms] with one gradient and one weight norm per name of `names`."""
+    loss = checked[0].item()
+    if not math.isfinite(loss):
+        return f"the training loss is {loss}"
+    i = torch.isfinite(checked[1:]).tolist().index(False)
+    if i < len(names):
+        return f"the gradient of {names[i]!r} is non-finite"
+    return f"the update made {names[i - len(names)]!r} non-finite (lr {lr:g})"
 
 
 class DivergenceGuard:
@@ -55,9 +88,23 @@ class DivergenceGuard:
         self.t += 1
         self.lrs.append(lr)
 
+    def flags(self) -> list[bool]:
+        """The host read (a sync): `good` of every seed, one entry for a single run."""
+        return self.good.reshape(-1).tolist()
+
+    def first_bad(self, k: int) -> tuple[int, Tensor]:
+        """Seed k's first bad update, once `flags()[k]` was read as false: its 0-based index t
+        (t updates were good) and its `checked` vector."""
+        assert self.bad_checked is not None
+        t = int(self.bad_at.reshape(-1)[k])
+        return t, self.bad_checked.reshape(self.good.numel(), -1)[k]
+
     @torch.no_grad()
     def stop(self, k: int) -> None:
-        """Freeze stacked seed k at its current weights (its later updates are all undone)."""
+        """Freeze seed k at its current weights (its later updates are all undone)."""
+        if self.good.ndim == 0:
+            self.good.fill_(False)
+            return
         self.good[k] = False
         for kept, p in zip(self.saved, self.params, strict=True):
             kept[k] = p[k]

@@ -1,241 +1,103 @@
-"""The training loop: batched, deterministic, resumable, and stopped by the first NaN/inf.
+"""The training loop: batched, deterministic, resumable, stopped by the first NaN/inf; one loop
+for one model and for K seeds trained at once.
 
 `train` knows nothing of transformers or tasks: it takes an `nn.Module`, a sampler
 `(batch_size, generator) -> batch` and a loss `(model, batch) -> scalar`, so every model family and
-task of the package trains through the same forty lines.
+task of the package trains through the same loop.
 
-Determinism. All training randomness comes from the one `generator` passed in, consumed only by
+Seeds. The loop trains K ≥ 1 calls (`TrainCall`: a model, its sampler, generator, eval batch, run
+folder, callbacks) over a seed axis: `train(model, ...)` is K = 1, `train_seeds` with K > 1 calls
+(one model structure, training config and loss, as `icgd.training.ensemble.train_stacked` checks)
+trains them stacked. All it writes is per seed, in the single-run format — `metrics.jsonl`, eval
+with `on_eval`, `progress`, TensorBoard events, checkpoints (a seed's folder resumes and loads with
+plain `train`) — and divergence is per seed: a diverged seed is frozen with a single run's message
+while the others go on. What differs between one model and a stack (how parameters are held, how
+the losses are computed, backpropagated and clipped, how a seed's weights and optimizer state are
+read out; `compile`) is a strategy: `SingleModel` or `StackedSeeds` (`icgd.training.strategies`).
+
+Determinism. All training randomness comes from each seed's `generator`, consumed only by its
 `sample_batch`. A checkpoint stores everything the remaining updates depend on — weights, optimizer
 and scheduler state, the generator state, and the batch in use — so an interrupted run resumed from
 its checkpoint produces the same weights and the same `metrics.jsonl`, bit for bit, as a run that
 was never interrupted (same device and dtype).
 
 Why the batch in use is part of the checkpoint: with `resample_every = k > 1` one batch serves k
-consecutive updates. A checkpoint taken in the middle of such a window must let the resumed run
-finish the window on the *same* batch; drawing a new one would shift the whole data stream. Rather
-than pickling an arbitrary batch object, we store the generator state from just before the batch
-was drawn and draw it again on resume: `sample_batch` is deterministic given the generator, so this
-re-derives the batch exactly, whatever its type, in a few kilobytes.
+consecutive updates; a checkpoint in the middle of such a window must let the resumed run finish
+the window on the *same* batch, or the whole data stream shifts. Rather than pickling an arbitrary
+batch object, we store the generator state from just before the batch was drawn and draw it again
+on resume: `sample_batch` is deterministic given the generator, so this re-derives the batch
+exactly, whatever its type, in a few kilobytes.
 
-Divergence. Every step checks the loss, every gradient and, after the update, every weight: on the
-first non-finite value the update is undone (the model in memory is put back to the weights before
-it), the checkpoint on disk is left as it was, and `train` returns `status="diverged"` with a
-message naming the step and the quantity. The check reads one norm per tensor (a tensor is finite
-iff its norm is; a norm that overflows counts as non-finite).
-
-The check runs on the device (`icgd.training.guard`), without a host sync per step. The
-loop keeps a device boolean `good` (every update so far was finite), a copy of the last good
-weights, the 0-based index of the first bad update and that update's vector of checked norms.
-After each optimizer step: `ok = isfinite([loss, grad norms, weight norms]).all()`,
-`good &= ok`, and every parameter becomes `where(good, p, saved)` (then `saved ← p`): from the
-first bad update on, the weights stay frozen at the last good step. The host reads `good` only
-where the loop syncs anyway — at train-log steps (every `max(1, steps // 200)` updates), eval
-steps, checkpoint steps and the end — and then returns `diverged` naming the first bad step and
-quantity exactly as an immediate check would. A checkpoint is written only after `good` was read
-as true, so no checkpoint ever holds weights of (or after) a bad step. Between the bad step and
-its detection the loop keeps running on frozen weights: the optimizer and scheduler keep stepping
-(Adam's moments may take the non-finite gradients) and `progress` keeps being called, but all of
-that is discarded — the run ends as `diverged` at the detection point and nothing after the bad
-step is logged or saved. On CPU a host read costs nothing (there is no queue to drain), so there
-`good` is read after every update and the run stops at the bad step itself.
-
-Compilation. `train(..., compile=True)` runs the training steps' loss `loss_fn(model, batch)`
-through `torch.compile(loss_fn, dynamic=False)` (forward and backward are compiled; the optimizer
-step, the checks and eval stay eager). A new batch shape or a new Python value in the batch (a
-loop count b that a curriculum changes) triggers a recompilation, so the recompile limit is raised
-to 64 while the loop runs.
+Divergence. Every update's loss, gradients and resulting weights are checked on the device, with
+no host sync per step (`icgd.training.guard`): the first non-finite value undoes the update and
+freezes the seed; the host reads the flags every step on CPU, elsewhere at log, eval and
+checkpoint steps, and ends the seed with `status="diverged"` and a message naming the step and the
+quantity. No checkpoint ever holds weights of a bad step.
 
 Interruption. A stop request (SIGINT, SIGTERM or SIGHUP through `icgd.training.interrupt`) is
-read after each update: the loop writes a checkpoint at that step (after the divergence flag was
-read as good) and raises `StopRequested`, so the resumed run loses no update. Checkpoint files are
-written atomically (temporary file, then rename) with SIGINT deferred until both are written, so
-a plain Ctrl-C (no handler installed) never leaves a half-written or mismatched pair. Any
-exception propagates unchanged; the caller records `interrupted` or `error`.
-`metrics.jsonl` is appended line by line; on resume it is rewritten from the records stored in the
-checkpoint, dropping lines written after it, so it equals the file of an uninterrupted run.
+read after each update: the loop writes a checkpoint at that step (after the divergence flags were
+read as good) and raises `StopRequested`, so the resumed run loses no update. Any exception
+propagates unchanged; the caller records `interrupted` or `error`. How the files are written:
+`icgd.training.records`.
 
 Live views. `train(..., tensorboard=folder)` also writes TensorBoard events into `folder`
 (`icgd.training.tensorboard`, optional package `tensorboard`): every record written to
-`metrics.jsonl` as scalars (the values already on the host, so no extra sync), and heat maps of
-the weights at step 0 and at every checkpoint step (a step where the host reads `good` anyway).
+`metrics.jsonl` as scalars (already on the host: no extra sync), and heat maps of the weights at
+step 0 and at every checkpoint step (where the host reads the flags anyway).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from icgd.core.errors import InputError
-from icgd.core.io import atomic_write_text
 from icgd.training import interrupt
-from icgd.training.checkpoint import (
-    CHECKPOINT_FILE,
-    METRICS_FILE,
-    STATE_FILE,
-    load_checkpoint,
-    load_training_state,
-    save_checkpoint,
-)
+from icgd.training.batches import BatchDrawer
+from icgd.training.checkpoint import STATE_FILE, save_checkpoint
 from icgd.training.config import TrainConfig
-from icgd.training.guard import DivergenceGuard
-from icgd.training.optim import clip_per_matrix_, make_optimizer, make_scheduler
+from icgd.training.guard import checks_every_step, what_diverged
+from icgd.training.optim import make_optimizer, make_scheduler
+from icgd.training.records import (
+    RESERVED_KEYS,
+    SeedLogs,
+    TrainResult,
+    clean,
+    load_checkpoints,
+    sigint_deferred,
+    training_state,
+)
+from icgd.training.strategies import SingleModel, StackedSeeds, trained_names
 
-STATE_FORMAT = 1
-# Config fields that may change between a run and its resumption: they change what is logged or
-# saved, not the trajectory of the weights (for `steps`, only under a cosine schedule does it).
-_RESUME_MAY_CHANGE = {"steps", "eval_every", "eval_batch_size", "checkpoint_every"}
-_RESERVED_KEYS = {"step", "kind", "loss", "lr"}
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What `train` did.
-
-    `history` holds the eval records (the `kind == "eval"` lines of `metrics.jsonl`), starting
-    with step 0 of a fresh run. `final_eval_loss` is the held-out loss of the model as returned
-    (after a divergence: of the restored last finite weights). `message` says, for a diverged run,
-    at which step which quantity was non-finite.
-    """
-
-    status: Literal["completed", "diverged"]
-    steps_done: int
-    history: list[dict] = field(default_factory=list)
-    final_eval_loss: float = math.nan
-    message: str = ""
+__all__ = ["TrainCall", "TrainResult", "train", "train_seeds"]
 
 
-def _clean(value: Any) -> Any:
-    """A JSON-safe number: Python float, non-finite as None (JSON has no NaN)."""
-    value = float(value.detach()) if isinstance(value, Tensor) else float(value)
-    return value if math.isfinite(value) else None
+@dataclass
+class TrainCall:
+    """The arguments of one `train(...)` call but `compile`: one seed of `train_seeds`."""
 
+    model: nn.Module
+    sample_batch: Callable[[int, torch.Generator], Any]
+    loss_fn: Callable[[nn.Module, Any], Tensor]
+    config: TrainConfig
+    generator: torch.Generator
+    eval_batch: Any
+    run_dir: str | Path | None = None
+    resume: bool = False
+    on_eval: Callable[[int, nn.Module], dict[str, float]] | None = None
+    progress: Callable[[int, int, dict], None] | None = None
+    tensorboard: str | Path | None = None
 
-def _json_line(record: dict) -> str:
-    return json.dumps(record, allow_nan=False) + "\n"
-
-
-def _norms(tensors: list[Tensor]) -> Tensor:
-    """The Frobenius norm of each tensor, (n,) on their device (no host sync)."""
-    if not tensors:
-        return torch.zeros(0)
-    return torch.stack([torch.linalg.vector_norm(t.detach()).float() for t in tensors])
-
-
-def _grad_norms(params: list[Tensor], zero: Tensor) -> Tensor:
-    """The Frobenius norm of each parameter's gradient, `zero` for a parameter without one:
-    (n,) with one entry per parameter, so the vector has the same length every step."""
-    norms = [
-        zero if p.grad is None else torch.linalg.vector_norm(p.grad.detach()).float()
-        for p in params
-    ]
-    return torch.stack(norms)
-
-
-def _checks_every_step(device: torch.device) -> bool:
-    """Whether the host reads the divergence flag after every update (see the module docstring):
-    on CPU, where reading it costs nothing; elsewhere only where the loop syncs anyway."""
-    return device.type == "cpu"
-
-
-@contextlib.contextmanager
-def _recompile_limit(at_least: int) -> Iterator[None]:
-    """Raise dynamo's recompile limit (per code object) for the block."""
-    import torch._dynamo.config as dynamo_config
-
-    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
-    before = getattr(dynamo_config, name)
-    setattr(dynamo_config, name, max(before, at_least))
-    try:
-        yield
-    finally:
-        setattr(dynamo_config, name, before)
-
-
-def _what_diverged(
-    loss: Tensor, grad_names: list[str], checked: Tensor, param_names: list[str], lr: float
-) -> str:
-    """Name the first non-finite quantity of a step that failed the check: the loss, a gradient
-    (before clipping), or a weight after the update. `checked` = [loss, gradient norms (one per
-    name of `grad_names`), weight norms (one per name of `param_names`)]."""
-    if not math.isfinite(loss.item()):
-        return f"the training loss is {loss.item()}"
-    finite = torch.isfinite(checked[1:]).tolist()
-    names = grad_names + param_names
-    i = finite.index(False)
-    if i < len(grad_names):
-        return f"the gradient of {names[i]!r} is non-finite"
-    return f"the update made {names[i]!r} non-finite (lr {lr:g})"
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends, then raise KeyboardInterrupt (main thread only).
-
-    Used around the two checkpoint writes so an interrupt cannot fall between them.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        restore = previous if previous is not None else signal.default_int_handler
-        signal.signal(signal.SIGINT, restore)
-    if received:
-        raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _metrics_writer(run_dir: Path | None, records: list[dict]) -> Iterator[Callable[[dict], None]]:
-    """`write(record)`: append to `records` and, with a run folder, one line to metrics.jsonl.
-
-    The file is first (atomically) rewritten to hold exactly `records`: empty for a fresh run,
-    the checkpoint's records on resume.
-    """
-    if run_dir is None:
-        yield records.append
-        return
-    path = run_dir / METRICS_FILE
-    atomic_write_text(path, "".join(_json_line(r) for r in records))
-    with open(path, "a", encoding="utf-8") as handle:
-
-        def write(record: dict) -> None:
-            records.append(record)
-            handle.write(_json_line(record))
-            handle.flush()
-
-        yield write
-
-
-def _check_resumable(state: dict, config: TrainConfig, file: Path, step: int) -> None:
-    if state.get("format") != STATE_FORMAT:
-        raise InputError(str(file), f"unknown training-state format {state.get('format')!r}")
-    try:
-        saved = TrainConfig.model_validate_json(state["config"]).model_dump()
-    except Exception:
-        raise InputError(str(file), "training state holds no valid training config") from None
-    now = config.model_dump()
-    for key in now:
-        if key not in _RESUME_MAY_CHANGE and saved.get(key) != now[key]:
-            raise InputError(
-                str(file),
-                f"cannot resume with a different training config: {key} was {saved.get(key)!r}, "
-                f"now {now[key]!r}",
-            )
-    if step > config.steps:
-        raise InputError(str(file), f"checkpoint is at step {step}, past steps={config.steps}")
+    def run_alone(self) -> TrainResult:
+        """This call as a single run (`train`, K = 1)."""
+        return train_seeds([self])[0]
 
 
 def train(
@@ -273,10 +135,10 @@ def train(
             grad enabled, so it may differentiate (e.g. sensitivities w.r.t. the query).
         progress: `(step, total, latest record)` after every update, e.g. for a progress bar.
             (Off CPU it may be called for a few updates past a non-finite one, before the loop
-            detects it; see the module docstring.)
+            detects it; see `icgd.training.guard`.)
         compile: run the training steps' `loss_fn(model, batch)` through
-            `torch.compile(loss_fn, dynamic=False)`; eval stays eager. Ignored by a seed of a
-            stacked ensemble (`icgd.training.ensemble`), which trains eagerly under `vmap`.
+            `torch.compile(loss_fn, dynamic=False)`; eval stays eager
+            (`icgd.training.strategies`).
         tensorboard: a folder for TensorBoard event files (`icgd.training.tensorboard`): the
             records as scalars (`train/loss`, `train/lr`, `train/grad_norm`, `eval/loss`,
             `eval/<on_eval metric>`) and weight heat maps at step 0 and every checkpoint step
@@ -291,194 +153,228 @@ def train(
 
     Returns a `TrainResult`; raises `InputError` for a bad or mismatched checkpoint on resume.
     """
-    from icgd.training.rendezvous import seat_of_this_thread  # late: it imports this module
+    kw = {"run_dir": run_dir, "resume": resume, "on_eval": on_eval, "progress": progress}
+    kw |= {"tensorboard": tensorboard}
+    call = TrainCall(model, sample_batch, loss_fn, config, generator, eval_batch, **kw)
+    return train_seeds([call], compile=compile)[0]
 
-    if (seat := seat_of_this_thread()) is not None:  # a seed of an ensemble: train stacked
-        kw = {"generator": generator, "eval_batch": eval_batch, "run_dir": run_dir}
-        kw |= {"resume": resume, "on_eval": on_eval, "progress": progress}
-        kw |= {"tensorboard": tensorboard}
-        return seat.train(model, sample_batch, loss_fn, config, **kw)
-    run_dir = Path(run_dir) if run_dir is not None else None
-    if resume and run_dir is None:
-        raise InputError("resume", "resuming needs a run folder (run_dir)")
-    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise ValueError("model has no parameters that require grad")
-    params = [p for _, p in named]
-    optimizer = make_optimizer(params, config.optimizer)
-    scheduler = make_scheduler(optimizer, config.schedule, config.steps)
-    total, every_k = config.steps, config.resample_every
-    log_every = max(1, total // 200)
 
-    records: list[dict] = []
-    step = 0
-    batch: Any = None
-    batch_state: Tensor | None = None  # generator state just before `batch` was drawn
-    checkpoint_step: int | None = None
-    if resume:
-        assert run_dir is not None
-        step = load_checkpoint(run_dir, model)
-        state = load_training_state(run_dir, expected_step=step)
-        _check_resumable(state, config, run_dir / STATE_FILE, step)
+def train_seeds(calls: list[TrainCall], *, compile: bool = False) -> list[TrainResult]:
+    """Train K = len(calls) seeds through the one loop (module docstring): one call as `train`
+    does (`SingleModel`), more stacked (`StackedSeeds`; they must stack, as
+    `icgd.training.ensemble.train_stacked` checks). One `TrainResult` per call, in order."""
+    return _Loop(calls, compile).run()
+
+
+class _Loop:
+    """One run of the loop over K seeds: the state its steps share."""
+
+    def __init__(self, calls: list[TrainCall], compile: bool) -> None:
+        first = calls[0]
+        self.calls, self.K, self.config, self.resume = calls, len(calls), first.config, first.resume
+        self.run_dirs = [Path(c.run_dir) if c.run_dir is not None else None for c in calls]
+        if any(c.config != self.config or c.resume != self.resume for c in calls):
+            raise ValueError("the seeds of one loop share their training config and resume flag")
+        if self.resume and None in self.run_dirs:
+            raise InputError("resume", "resuming needs a run folder (run_dir)")
+        if compile and self.K > 1:
+            raise ValueError("compile: a stack of seeds trains eagerly under vmap")
+        trained_names(first.model)  # a model without trainable parameters: ValueError now
+        self.step, self.log_every = 0, max(1, self.config.steps // 200)
+        self.records: list[list[dict]] = [[] for _ in calls]
+        self.batch_states: list[Tensor | None] = [None] * self.K  # generator states before draws
+        self.batches: list[Any] = [None] * self.K
+        self.checkpoint_step: list[int | None] = [None] * self.K
+        self.results: list[TrainResult | None] = [None] * self.K  # set when a seed stops
+        models, states = [c.model for c in calls], []
+        if self.resume:  # the weights go into the models before a stack copies them
+            self.step, states = load_checkpoints(self.run_dirs, models, self.config)
+            self.checkpoint_step = [self.step] * self.K
+        self.strategy: SingleModel | StackedSeeds = (
+            SingleModel(first.model, first.loss_fn, compile)
+            if self.K == 1
+            else StackedSeeds(models, first.loss_fn)
+        )
+        self.optimizer = make_optimizer(self.strategy.params, self.config.optimizer)
+        self.scheduler = make_scheduler(self.optimizer, self.config.schedule, self.config.steps)
+        if self.resume:
+            self._restore(states)
+        self.guard = self.strategy.guard(next_update=self.step)
+        self.every_step = checks_every_step(self.strategy.params[0].device)
+
+    def _restore(self, states: list[dict]) -> None:
+        """Optimizer, scheduler, records, generators and the batch in use from the states."""
+        total, every_k, k = self.config.steps, self.config.resample_every, 0
         try:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            records = [dict(r) for r in state["records"]]
-            batch_state = state["batch_generator_state"]
-            if step < total and step % every_k != 0:
-                # Mid-window: re-draw the batch in use from the state it was drawn with.
-                generator.set_state(batch_state)
-                batch = sample_batch(config.batch_size, generator)
-            generator.set_state(state["generator_state"])
+            self.strategy.load_optimizer_states(self.optimizer, [s["optimizer"] for s in states])
+            self.scheduler.load_state_dict(states[0]["scheduler"])
+            for k, (c, s) in enumerate(zip(self.calls, states, strict=True)):
+                self.records[k] = [dict(r) for r in s["records"]]
+                self.batch_states[k] = s["batch_generator_state"]
+                if self.step < total and self.step % every_k != 0:
+                    # Mid-window: re-draw the batch in use from the state it was drawn with.
+                    c.generator.set_state(self.batch_states[k])
+                    self.batches[k] = c.sample_batch(self.config.batch_size, c.generator)
+                c.generator.set_state(s["generator_state"])
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             text = " ".join(str(exc).split())[:200]
-            raise InputError(
-                str(run_dir / STATE_FILE), f"cannot restore training state ({text})"
-            ) from None
-        checkpoint_step = step
+            file = self.run_dirs[k] / STATE_FILE  # type: ignore[operator]
+            raise InputError(str(file), f"cannot restore training state ({text})") from None
+        if self.batches[0] is not None:
+            self.strategy.use(self.batches)
 
-    def current_lr() -> float:
-        return float(optimizer.param_groups[0]["lr"])
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
 
-    def evaluate(at: int) -> dict:
+    def evaluate(self, k: int, at: int) -> dict:
+        """Seed k's eval record at step `at` (not written)."""
+        c = self.calls[k]
+        model = self.strategy.model(k)
         with torch.no_grad():
-            value = loss_fn(model, eval_batch)
-        record: dict[str, Any] = {
-            "step": at,
-            "kind": "eval",
-            "loss": _clean(value),
-            "lr": current_lr(),
-        }
-        if on_eval is not None:
-            extra = on_eval(at, model)
-            clash = _RESERVED_KEYS & set(extra)
+            value = c.loss_fn(model, c.eval_batch)
+        record: dict[str, Any] = {"step": at, "kind": "eval", "loss": clean(value), "lr": self.lr()}
+        if c.on_eval is not None:
+            extra = c.on_eval(at, model)
+            clash = RESERVED_KEYS & set(extra)
             if clash:
                 raise ValueError(f"on_eval may not return the reserved keys {sorted(clash)}")
-            record.update({k: _clean(v) for k, v in extra.items()})
+            record.update({key: clean(v) for key, v in extra.items()})
         return record
 
-    def training_state() -> dict[str, Any]:
-        return {
-            "format": STATE_FORMAT,
-            "config": config.model_dump_json(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "generator_state": generator.get_state(),
-            "batch_generator_state": batch_state,
-            "records": records,
-        }
-
-    def diverged(done: int, what: str) -> TrainResult:
-        optimizer.zero_grad(set_to_none=True)
+    def diverge(self, k: int, done: int, what: str) -> None:
+        """End seed k as diverged after `done` good updates (its weights), frozen from now on."""
+        self.optimizer.zero_grad(set_to_none=True)
+        c = self.calls[k]
         with torch.no_grad():
-            final = float(loss_fn(model, eval_batch))
-        on_disk = f"step {checkpoint_step}" if checkpoint_step is not None else "none"
+            final = float(c.loss_fn(self.strategy.model(k), c.eval_batch))
+        on_disk = self.checkpoint_step[k]
         message = (
             f"diverged at step {done + 1}: {what}; the update was not kept; the model holds "
-            f"the weights of step {done} (last checkpoint on disk: {on_disk})"
+            f"the weights of step {done} (last checkpoint on disk: "
+            f"{'none' if on_disk is None else f'step {on_disk}'})"
         )
-        history = [r for r in records if r["kind"] == "eval"]
-        return TrainResult("diverged", done, history, final, message)
+        history = [r for r in self.records[k] if r["kind"] == "eval"]
+        self.results[k] = TrainResult("diverged", done, history, final, message)
+        self.guard.stop(k)
 
-    # Sync-free divergence check (module docstring).
-    device = params[0].device
-    names = [n for n, _ in named]
-    guard = DivergenceGuard(params, next_update=step)
-    zero = torch.zeros((), dtype=torch.float32, device=device)  # norm of a missing gradient
-    every_step = _checks_every_step(device)
-    step_loss = torch.compile(loss_fn, dynamic=False) if compile else loss_fn
+    def _read(self, active: list[int]) -> list[int]:
+        """The host sync: stop the seeds whose updates since the last read went non-finite (as
+        of their first bad update); the seeds still running."""
+        good = self.guard.flags()
+        for k in active:
+            if not good[k]:
+                t, checked = self.guard.first_bad(k)  # t updates of seed k were good
+                lr = self.guard.lr_of(t, self.step)
+                self.diverge(k, t, what_diverged(checked, self.strategy.names, lr))
+        self.guard.verified()
+        return [k for k in active if good[k]]
 
-    def diverged_update() -> TrainResult:
-        """`diverged` for the first bad update, once the host has read `good` as false."""
-        checked = guard.bad_checked
-        assert checked is not None
-        t = int(guard.bad_at)  # 0-based: t updates were good
-        what = _what_diverged(checked[0], names, checked, names, guard.lr_of(t, step))
-        return diverged(t, what)
+    def _update(self, draw: BatchDrawer) -> tuple[Tensor, Tensor, float]:
+        """One optimizer step of every seed: `(losses, pre-clip gradient norms, lr)`."""
+        s, config = self.strategy, self.config
+        if self.step % config.resample_every == 0:
+            # stopped seeds draw too: the same shapes to stack
+            self.batch_states, self.batches = draw()
+            s.use(self.batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = s.losses()
+        grad_norms = s.backward(loss)  # before clipping; no sync
+        if config.clip_norm:
+            s.clip_(grad_norms, config.clip_norm)
+        lr = self.lr()
+        self.optimizer.step()
+        self.guard.update(s.checked(loss, grad_norms), lr)
+        self.scheduler.step()
+        self.step += 1
+        return loss, grad_norms, lr
 
-    limit = _recompile_limit(64) if compile else contextlib.nullcontext()
-    board = None
-    if tensorboard is not None:
-        from icgd.training.tensorboard import TensorBoardLog  # optional package: import late
+    def _step(self, active: list[int], draw: BatchDrawer) -> list[int]:
+        """One update and what follows it at this step; the seeds still running."""
+        loss, grad_norms, lr = self._update(draw)
+        step, total, config = self.step, self.config.steps, self.config
+        logs = step % self.log_every == 0
+        evals = step % config.eval_every == 0 or step == total
+        at_checkpoint = step % config.checkpoint_every == 0 or step == total
+        stop = interrupt.pending()  # a signal: checkpoint this step, then stop
+        saves = (at_checkpoint or stop is not None) and any(d is not None for d in self.run_dirs)
+        draws = at_checkpoint and any(b is not None for b in self.logs.boards)  # weight heat maps
+        if self.every_step or logs or evals or saves or draws:
+            active = self._read(active)  # never later than a log, eval or checkpoint
+        for k in active if logs else ():
+            grad_norm = self.strategy.seed_grad_norm(grad_norms, k)
+            loss_k = clean(self.strategy.seed_loss(loss, k))
+            record = {"step": step, "kind": "train", "loss": loss_k, "lr": lr}
+            self.latest[k] = record | {"grad_norm": clean(grad_norm)}
+            self.logs.write(k, self.latest[k])
+        for k in list(active) if evals else ():
+            record = self.evaluate(k, step)
+            if record["loss"] is None:  # the weights of `step` are kept
+                self.diverge(k, step, "the eval loss is non-finite")
+                active.remove(k)
+                continue
+            self.latest[k] = record
+            self.logs.write(k, record)
+        if not active:
+            return active
+        for k in active if draws else ():  # before the checkpoint: a resume purges what follows
+            if self.logs.boards[k] is not None:
+                self.logs.boards[k].weights(step, self.strategy.model(k))
+        if saves:
+            self._save(active)
+        if stop is not None:
+            raise interrupt.StopRequested(stop)
+        for k in active:
+            if self.calls[k].progress is not None:
+                self.calls[k].progress(step, total, self.latest[k])
+        return active
 
-        board = TensorBoardLog(tensorboard, resume_step=step if resume else None)
-    board_open = board if board is not None else contextlib.nullcontext()
-    with board_open, _metrics_writer(run_dir, records) as write_line, limit, interrupt.training():
+    def _save(self, active: list[int]) -> None:
+        """Checkpoint the running seeds that have a run folder, SIGINT held meanwhile."""
+        with sigint_deferred():
+            for k in [k for k in active if self.run_dirs[k] is not None]:
+                optimizer = self.strategy.optimizer_state(self.optimizer, k)
+                c, records = self.calls[k], self.records[k]
+                state = training_state(
+                    self.config,
+                    optimizer,
+                    self.scheduler,
+                    c.generator,
+                    self.batch_states[k],
+                    records,
+                )
+                save_checkpoint(self.run_dirs[k], self.strategy.model(k), self.step, state)
+                self.checkpoint_step[k] = self.step
 
-        def write(record: dict) -> None:
-            write_line(record)
-            if board is not None:
-                board.record(record)
+    def _start(self) -> list[int]:
+        """Step 0 of a fresh run: each seed's initial eval and heat maps; the seeds that run."""
+        self.latest: list[dict] = [r[-1] if r else {} for r in self.records]
+        if self.step == 0:
+            for k in range(self.K):
+                self.latest[k] = self.evaluate(k, 0)
+                self.logs.write(k, self.latest[k])
+                if self.latest[k]["loss"] is None:
+                    self.diverge(k, 0, "the eval loss of the initial weights is non-finite")
+                elif self.logs.boards[k] is not None:
+                    self.logs.boards[k].weights(0, self.strategy.model(k))
+        return [k for k in range(self.K) if self.results[k] is None]
 
-        latest: dict = records[-1] if records else {}
-        if step == 0:
-            latest = evaluate(0)
-            write(latest)
-            if latest["loss"] is None:
-                return diverged(0, "the eval loss of the initial weights is non-finite")
-            if board is not None:
-                board.weights(0, model)
-        while step < total:
-            if step % every_k == 0:
-                batch_state = generator.get_state()
-                batch = sample_batch(config.batch_size, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss = step_loss(model, batch)
-            if loss.ndim != 0:
-                raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
-            loss.backward()
-            grad_norms = _grad_norms(params, zero)  # (n,), before clipping; no sync
-            if config.clip_norm:
-                clip_per_matrix_(params, config.clip_norm)
-            lr = current_lr()
-            optimizer.step()
-            with torch.no_grad():
-                checked = torch.cat([loss.detach().reshape(1), grad_norms, _norms(params)])
-            guard.update(checked, lr)
-            scheduler.step()
-            step += 1
-            logs = step % log_every == 0
-            evals = step % config.eval_every == 0 or step == total
-            at_checkpoint = step % config.checkpoint_every == 0 or step == total
-            stop = interrupt.pending()  # a signal: checkpoint this step, then stop
-            saves = run_dir is not None and (at_checkpoint or stop is not None)
-            draws = board is not None and at_checkpoint  # weight heat maps
-            if every_step or logs or evals or saves or draws:
-                if not bool(guard.good):  # the host sync; never before a log, eval or checkpoint
-                    return diverged_update()
-                guard.verified()
-
-            if logs:
-                grad_norm = torch.linalg.vector_norm(grad_norms)
-                latest = {
-                    "step": step,
-                    "kind": "train",
-                    "loss": _clean(loss.detach()),
-                    "lr": lr,
-                    "grad_norm": _clean(grad_norm),
-                }
-                write(latest)
-            if evals:
-                latest = evaluate(step)
-                if latest["loss"] is None:
-                    return diverged(step, "the eval loss is non-finite")  # weights of `step` kept
-                write(latest)
-            if draws:  # before the checkpoint: a resume purges what follows its step
-                assert board is not None
-                board.weights(step, model)
-            if saves:
-                with _sigint_deferred():
-                    save_checkpoint(run_dir, model, step, training_state())
-                checkpoint_step = step
-            if stop is not None:
-                raise interrupt.StopRequested(stop)
-            if progress is not None:
-                progress(step, total, latest)
-
-    history = [r for r in records if r["kind"] == "eval"]
-    ended = history and history[-1]["step"] == step
-    final = history[-1]["loss"] if ended else evaluate(step)["loss"]
-    return TrainResult("completed", step, history, math.nan if final is None else final)
-
-
-__all__ = ["TrainResult", "train", "CHECKPOINT_FILE", "STATE_FILE", "METRICS_FILE"]
+    def run(self) -> list[TrainResult]:
+        with contextlib.ExitStack() as stack:
+            draw = stack.enter_context(BatchDrawer(self.calls, self.config.batch_size))
+            resume_step = self.step if self.resume else None
+            boards = [c.tensorboard for c in self.calls]
+            self.logs = SeedLogs(stack, self.run_dirs, self.records, boards, resume_step)
+            stack.enter_context(self.strategy.running())
+            stack.enter_context(interrupt.training())
+            active = self._start()
+            while self.step < self.config.steps and active:
+                active = self._step(active, draw)
+        for k in range(self.K):
+            if self.results[k] is None:
+                history = [r for r in self.records[k] if r["kind"] == "eval"]
+                ended = history and history[-1]["step"] == self.step
+                final = history[-1]["loss"] if ended else self.evaluate(k, self.step)["loss"]
+                final = math.nan if final is None else final
+                self.results[k] = TrainResult("completed", self.step, history, final)
+        self.strategy.finish()
+        return [r for r in self.results if r is not None]

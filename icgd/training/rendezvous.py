@@ -1,56 +1,60 @@
 """The rendezvous: K seed threads hand their `train` calls to one coordinator that trains them
 stacked (`icgd.training.ensemble.train_stacked`).
 
-Each seed's experiment runs unmodified in its own thread, seated at the rendezvous; `train` (a
-few lines at its top) hands its arguments to the thread's seat instead of training; the
-coordinating thread collects one call from every seed still running, trains them together, and
-hands each thread its `TrainResult` (see `icgd.runs.seeds`).
+Each seed's experiment runs unmodified in its own thread and trains through the trainer its run
+context gives it (`RunContext.trainer`, see `icgd.runs.seeds`): for seed k of an ensemble, the
+`Seat` k of one rendezvous, a callable with `train`'s signature that hands its arguments to the
+coordinating thread instead of training, and returns that call's `TrainResult` once the
+coordinator has trained it together with the other seeds' calls. The seat is an explicit object,
+not a thread-local, so `train` itself never looks for one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
+from icgd.core.errors import InputError
 from icgd.training.ensemble import TrainCall, signature, train_stacked
 from icgd.training.loop import TrainResult
 
-__all__ = ["EnsembleAborted", "Rendezvous", "seat_of_this_thread"]
+__all__ = ["EnsembleAborted", "Rendezvous", "Seat"]
 
 
 class EnsembleAborted(RuntimeError):
     """Raised in a seed's thread when the ensemble stops because of another seed's failure."""
 
 
-_local = threading.local()
-
-
 @dataclass(frozen=True)
-class _Seat:
+class Seat:
+    """Seed `index`'s trainer at `rendezvous`: called as `train` is, it submits the call and
+    waits for its result. `compile` is refused (a stack trains eagerly under `vmap`)."""
+
     rendezvous: Rendezvous
     index: int
 
-    def train(self, model, sample_batch, loss_fn, config, **kwargs) -> TrainResult:
+    def __call__(
+        self, model, sample_batch, loss_fn, config, *, compile: bool = False, **kwargs: Any
+    ) -> TrainResult:
+        if compile:
+            raise InputError("compile", "a seed ensemble trains under vmap, which is not compiled")
         call = TrainCall(model, sample_batch, loss_fn, config, **kwargs)
         return self.rendezvous.submit(self.index, call)
-
-
-def seat_of_this_thread() -> _Seat | None:
-    """The rendezvous seat of the current thread, if it is a seed of an active ensemble."""
-    return getattr(_local, "seat", None)
 
 
 class Rendezvous:
     """Collects the `train` calls of K seed threads and runs them together.
 
-    Protocol: seed thread k runs `with rendezvous.seated(k): <the experiment>`; every `train`
-    call inside becomes `submit(k, call)`, which blocks until the coordinator has run it. The
-    coordinating thread runs `serve()`: whenever every seat still occupied has a pending call,
-    it takes them all, groups them by `signature` (structurally different models run one group
-    after another) and runs each group with `train_stacked`. A seat is left when its experiment
-    returns or raises, so a seed that trains fewer models (or none) never blocks the others.
-    `abort(exc)` makes every waiting and later `submit` raise (the seeds then stop).
+    Protocol: seed thread k runs `with rendezvous.seated(k) as trainer: <the experiment, training
+    with trainer>`; every call of the trainer becomes `submit(k, call)`, which blocks until the
+    coordinator has run it. The coordinating thread runs `serve()`: whenever every seat still
+    occupied has a pending call, it takes them all, groups them by `signature` (structurally
+    different models run one group after another) and runs each group with `train_stacked`. A
+    seat is left when its experiment returns or raises, so a seed that trains fewer models (or
+    none) never blocks the others. `abort(exc)` makes every waiting and later `submit` raise.
     """
 
     def __init__(self, n_seats: int) -> None:
@@ -64,12 +68,11 @@ class Rendezvous:
         self.reasons: list[str] = []  # why some calls were not stacked
 
     @contextlib.contextmanager
-    def seated(self, index: int):
-        _local.seat = _Seat(self, index)
+    def seated(self, index: int) -> Iterator[Seat]:
+        """Seat `index` for the block: yields its trainer; leaves the seat when the block ends."""
         try:
-            yield
+            yield Seat(self, index)
         finally:
-            _local.seat = None
             with self._cond:
                 self._seated.discard(index)
                 self._cond.notify_all()

@@ -97,7 +97,7 @@ def test_reading_the_device_state_late_changes_nothing(bad_step, monkeypatch):
     loss = fits.sequence_loss
 
     def both(every_step: bool) -> list[dict]:
-        monkeypatch.setattr("icgd.training.loop._checks_every_step", lambda d: every_step)
+        monkeypatch.setattr(fits, "checks_every_step", lambda d: every_step)
         outs = []
         for run in ("gd", "adam"):
             calls = [0]

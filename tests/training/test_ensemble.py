@@ -1,24 +1,27 @@
 """The stacked loop equals K single-seed `train` runs: records, weights, per-seed divergence,
-resumable seed folders, and the fallback when the loss cannot be vmapped."""
+resumable seed folders, stop requests, and the fallback when the loss cannot be vmapped; the one
+loop has no import circle and its seed threads train through an explicit seat."""
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from icgd.core.errors import InputError
 from icgd.core.rng import make_generator
 from icgd.experiments.common import prompt_mse, regression_sampler
 from icgd.models import LinearSelfAttention, LSAConfig
 from icgd.tasks import LinearRegression, LinearRegressionConfig
-from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig, train
-from icgd.training.ensemble import (
-    TrainCall,
-    _slice_optimizer_state,
-    _stack_optimizer_states,
-    train_stacked,
-)
+from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig, interrupt, train
+from icgd.training.ensemble import TrainCall, train_stacked
+from icgd.training.loop import train_seeds
+from icgd.training.rendezvous import Rendezvous
+from icgd.training.strategies import slice_optimizer_state, stack_optimizer_states
 
 TASK = LinearRegression(LinearRegressionConfig(d=3, n=6), dtype=torch.float64)
 ADAM = TrainConfig(
@@ -159,7 +162,7 @@ def test_divergence_read_late_is_reported_at_its_update(tmp_path, monkeypatch):
     at update 10 that the host first sees at step 12 is still reported as seed 1's update 10, with
     the weights of step 9, as a single run (which reads every step on CPU) reports it. Forced here
     on CPU."""
-    monkeypatch.setattr("icgd.training.ensemble._checks_every_step", lambda device: False)
+    monkeypatch.setattr("icgd.training.loop.checks_every_step", lambda device: False)
 
     def poisoned(sample_batch):
         calls = [0]
@@ -208,9 +211,94 @@ def test_optimizer_state_slices_and_stacks_back():
     sum(p.square().sum() for p in params).backward()
     optimizer.step()
     state = optimizer.state_dict()
-    slices = [_slice_optimizer_state(state, params, k) for k in range(3)]
+    slices = [slice_optimizer_state(state, params, k) for k in range(3)]
     assert slices[1]["state"][0]["exp_avg"].shape == (2, 2)
-    back = _stack_optimizer_states(slices, params)
+    back = stack_optimizer_states(slices, params)
     for index in state["state"]:
         for key, value in state["state"][index].items():
             torch.testing.assert_close(back["state"][index][key], value)
+
+
+def test_stop_request_checkpoints_every_seed_and_resumes(tmp_path):
+    """A signal during a stacked run: every seed's folder gets a checkpoint at the current step
+    (mid-window and off the checkpoint grid: step 14), `StopRequested` is raised, and resuming
+    the seeds gives the numbers of an uninterrupted run."""
+    calls = [make_call(k, ADAM, tmp_path / f"e{k}") for k in range(3)]
+
+    def progress(step, total, record):
+        if step == 13:
+            interrupt.request_stop(signal.SIGTERM)
+
+    calls[1].progress = progress
+    with pytest.raises(interrupt.StopRequested) as info:
+        train_stacked(calls)
+    assert info.value.signum == signal.SIGTERM and interrupt.pending() is None
+    for k in range(3):
+        assert records(tmp_path / f"e{k}")[-1]["step"] <= 14
+        assert torch.load(tmp_path / f"e{k}" / "training_state.pt")["step"] == 14
+    resumed = [make_call(k, ADAM, tmp_path / f"e{k}") for k in range(3)]
+    for c in resumed:
+        c.resume = True
+    assert train_stacked(resumed).batched
+    full = [make_call(k, ADAM, tmp_path / f"u{k}") for k in range(3)]
+    train_stacked(full)
+    for k in range(3):
+        assert_records_close(records(tmp_path / f"e{k}"), records(tmp_path / f"u{k}"))
+        for a, b in zip(resumed[k].model.parameters(), full[k].model.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
+
+
+def test_one_seed_is_the_plain_loop(tmp_path):
+    """`train_seeds` with one call is `train`: the same records, bit for bit."""
+    one = make_call(0, ADAM, tmp_path / "a")
+    (result,) = train_seeds([one])
+    two = make_call(0, ADAM, tmp_path / "b")
+    kw = {"generator": two.generator, "eval_batch": two.eval_batch, "on_eval": two.on_eval}
+    alone = train(two.model, two.sample_batch, two.loss_fn, ADAM, run_dir=tmp_path / "b", **kw)
+    assert result == alone
+    assert (tmp_path / "a" / "metrics.jsonl").read_text() == (
+        tmp_path / "b" / "metrics.jsonl"
+    ).read_text()
+
+
+def test_seats_train_stacked_and_refuse_compile():
+    """Seed threads train through their seat (an explicit trainer, not a thread-local): the
+    coordinator stacks the calls; a seat refuses `compile` with a one-line `InputError`."""
+    import threading
+
+    config = ADAM.model_copy(update={"steps": 6})
+    calls = [make_call(k, config) for k in range(2)]
+    rendezvous, results = Rendezvous(2), {}
+
+    def seed(k):
+        c = calls[k]
+        with rendezvous.seated(k) as trainer:
+            kw = {"generator": c.generator, "eval_batch": c.eval_batch}
+            results[k] = trainer(c.model, c.sample_batch, c.loss_fn, c.config, **kw)
+
+    threads = [threading.Thread(target=seed, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    rendezvous.serve()
+    for t in threads:
+        t.join()
+    assert rendezvous.batched_calls == [1, 1] and results[1].status == "completed"
+    alone = make_call(1, config).run_alone()
+    assert results[1].final_eval_loss == pytest.approx(alone.final_eval_loss, rel=1e-10)
+    c = calls[0]
+    kw = {"generator": c.generator, "eval_batch": c.eval_batch, "compile": True}
+    with Rendezvous(1).seated(0) as trainer, pytest.raises(InputError) as info:
+        trainer(c.model, c.sample_batch, c.loss_fn, config, **kw)
+    assert info.value.field == "compile"
+
+
+def test_the_loop_imports_no_ensemble_machinery():
+    """No import circle: the loop module imports neither the stacking rules nor the rendezvous
+    (they import it)."""
+    code = (
+        "import sys, icgd.training.loop; "
+        "print([m for m in ('icgd.training.ensemble', 'icgd.training.rendezvous') "
+        "if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

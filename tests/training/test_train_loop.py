@@ -27,7 +27,7 @@ from icgd.training import (
     read_metrics,
     train,
 )
-from icgd.training.loop import _sigint_deferred
+from icgd.training.records import sigint_deferred
 
 D = 3
 W_TRUE = torch.tensor([[1.0], [-2.0], [0.5]])
@@ -402,7 +402,7 @@ def test_sigint_during_checkpoint_write_is_deferred() -> None:
     before = signal.getsignal(signal.SIGINT)  # SIG_IGN when the suite runs in the background
     done = []
     with pytest.raises(KeyboardInterrupt):
-        with _sigint_deferred():
+        with sigint_deferred():
             os.kill(os.getpid(), signal.SIGINT)
             done.append("block finished")  # Ctrl-C did not cut the block short
     assert done == ["block finished"]
@@ -416,7 +416,7 @@ def test_deferred_detection_names_the_bad_step(
     """Off CPU the host reads the divergence flag only at log/eval/checkpoint steps: a NaN at
     update k found at a later step is still reported as step k, with the weights of step k − 1
     and no checkpoint written after it. Forced here on CPU."""
-    monkeypatch.setattr("icgd.training.loop._checks_every_step", lambda device: False)
+    monkeypatch.setattr("icgd.training.loop.checks_every_step", lambda device: False)
     k = 13  # 1-based update; steps=1000 logs every 5 updates, so it is found at update 15
     calls = 0
 

@@ -66,7 +66,8 @@ def fit_model(
     device: torch.device | str = "cpu",
     on_eval: Callable[[int, torch.nn.Module], dict[str, float]] | None = None,
 ) -> TrainResult:
-    """Train `model` in place with `train(model, sample, loss, …)` into `ctx.run_dir / sub`.
+    """Train `model` in place with `ctx.trainer` (plain `train` when None) into
+    `ctx.run_dir / sub`.
 
     The training stream is `derive_seed(seed, "train"[, label])` on `device`, so models of one run
     get independent streams; an interrupted run resumes from the checkpoint found in the folder.
@@ -75,7 +76,8 @@ def fit_model(
     """
     streams = () if label is None else (label,)
     run_dir = ctx.run_dir / sub if sub else ctx.run_dir
-    return train(
+    trainer = ctx.trainer if ctx.trainer is not None else train
+    return trainer(
         model,
         sample,
         loss,

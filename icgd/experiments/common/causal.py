@@ -81,11 +81,11 @@ def fit_causal(
     loops: ScheduleConfig | None = None,
     n_loops: int | None = None,
 ) -> TrainResult:
-    """Train `model` into `ctx.run_dir / label` (resuming from a checkpoint there when
-    `ctx.resume`); each eval record also holds `normalised_error`, the final prediction's error on
-    `eval_batch` (X, y, b) divided by d. The training stream is `derive_seed(seed, "train", label)`;
-    the training step is compiled when `ctx.compile`; TensorBoard events go to
-    `ctx.tensorboard_dir(label)` when `ctx.tensorboard`.
+    """Train `model` into `ctx.run_dir / label` with `ctx.trainer` (plain `train` when None),
+    resuming from a checkpoint there when `ctx.resume`; each eval record also holds
+    `normalised_error`, the final prediction's error on `eval_batch` (X, y, b) divided by d. The
+    training stream is `derive_seed(seed, "train", label)`; the training step is compiled when
+    `ctx.compile`; TensorBoard events go to `ctx.tensorboard_dir(label)` when `ctx.tensorboard`.
     """
     run_dir = ctx.run_dir / label
     resume = ctx.resume and (run_dir / "checkpoint.safetensors").exists()
@@ -98,7 +98,8 @@ def fit_causal(
             pred = m(X, y)[-1] if isinstance(m, LoopedTransformer) else m(X, y)
         return {"normalised_error": float((pred - y).square().mean()) / d}
 
-    return train(
+    trainer = ctx.trainer if ctx.trainer is not None else train
+    return trainer(
         model,
         curriculum_sampler(task, start, curriculum, loops, n_loops),
         loss_fn,

@@ -20,6 +20,7 @@ from icgd.core.rng import derive_seed, make_generator
 from icgd.models import DecisionListAttention, DecisionListAttentionConfig
 from icgd.models.decision_list_attention import sequence_loss
 from icgd.tasks import DecisionLists
+from icgd.training.guard import checks_every_step
 
 
 class Population:
@@ -96,16 +97,14 @@ class Curvature:
 class _Watch:
     """What a full-batch loop reads from its steps, kept on the device and read by the host only
     every step on CPU (where reading is free) and elsewhere at log steps, curvature re-measurements
-    and the end (as the training loop's guard, `icgd.training.loop`): the first step at which
+    and the end (as the training loop's guard, `icgd.training.guard`): the first step at which
     every sequence is perfect and its gradient-flow time, the first step whose loss is non-finite
     with that step's loss, perfect mass and time, and the log entries not read yet. After a
     non-finite loss the caller keeps its parameters fixed (`ok` false), so on reading, the loop
     stops with the weights and the curve it would have had stopping at that step."""
 
     def __init__(self, device: torch.device, with_time: bool) -> None:
-        from icgd.training.loop import _checks_every_step  # the training loop's rule
-
-        self.every_step, self.with_time = _checks_every_step(device), with_time
+        self.every_step, self.with_time = checks_every_step(device), with_time
         self.ok = torch.ones((), dtype=torch.bool, device=device)  # every loss so far finite
         self.first_perfect = torch.full((), -1, dtype=torch.long, device=device)
         self.time_perfect = torch.full((), math.nan, dtype=torch.float64, device=device)
