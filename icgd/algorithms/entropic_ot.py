@@ -154,7 +154,7 @@ def _weights(w: Tensor | None, B: int, k: int, C: Tensor, name: str) -> Tensor:
     return w.expand(B, k)
 
 
-def _check(C: Tensor, eps: float, a: Tensor | None, b: Tensor | None):
+def check_prefix_inputs(C: Tensor, eps: float, a: Tensor | None, b: Tensor | None):
     """Validate (C, ε, a, b) → (ε as float, a (B, n), b (B, m))."""
     if C.ndim != 3:
         raise ValueError(f"expected a cost C (B, n, m), got shape {tuple(C.shape)}")
@@ -210,7 +210,7 @@ def sinkhorn_log(
     the criterion, not by max_iter; marginal_error recomputed from the plan). Same plan as POT's
     `ot.sinkhorn(a, b, C, reg=eps)`.
     """
-    eps, a, b = _check(C, eps, a, b)
+    eps, a, b = check_prefix_inputs(C, eps, a, b)
     tol = float(tol)
     if not tol >= 0 or max_iter < 1:
         raise ValueError(f"need tol >= 0 and max_iter >= 1, got {tol}, {max_iter}")
@@ -273,7 +273,7 @@ def semi_dual(
 ) -> Tensor:
     """The semi-dual `F(g) = Σ_j b_j g_j − ε Σ_i a_i log Σ_j e^{(g_j − C_ij)/ε} + ε Σ_i a_i log a_i
     − ε` (module docstring; `max_g F = OT_ε`): C (B, n, m), g (B, m) → (B,). Differentiable."""
-    eps, a, b = _check(C, eps, a, b)
+    eps, a, b = check_prefix_inputs(C, eps, a, b)
     logits = (g.unsqueeze(-2) - C) / eps  # (B, n, m)
     lse = torch.logsumexp(logits, dim=-1)  # (B, n)
     return (b * g).sum(-1) + eps * (a * (a.log() - lse)).sum(-1) - eps
@@ -283,7 +283,7 @@ def semi_dual_gradient(
     C: Tensor, g: Tensor, eps: float, a: Tensor | None = None, b: Tensor | None = None
 ) -> Tensor:
     """`∇F(g)_j = b_j − Σ_i a_i softmax_j((g_j − C_ij)/ε)`: C (B, n, m), g (B, m) → (B, m)."""
-    eps, a, b = _check(C, eps, a, b)
+    eps, a, b = check_prefix_inputs(C, eps, a, b)
     _, pi = _c_transform(C, g, eps, a)
     return b - torch.einsum("bn,bnm->bm", a, pi)
 
@@ -313,7 +313,7 @@ def semi_dual_ascent(
     Returns an `OTResult` for `g^steps`: plan `P_ij = a_i π_ij(g)`, `f = f(g)` the c-transform,
     dual = F(g), iterations = steps.
     """
-    eps, a, b = _check(C, eps, a, b)
+    eps, a, b = check_prefix_inputs(C, eps, a, b)
     if step_rule not in STEP_RULES:
         raise ValueError(f"step_rule must be one of {STEP_RULES}, got {step_rule!r}")
     step = float(step)

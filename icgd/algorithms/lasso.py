@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from icgd.algorithms.plugins import ALGORITHMS
-from icgd.algorithms.prefix import _check
+from icgd.algorithms.prefix import check_prefix_inputs
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ def prefix_lasso(
     there). Equal, problem by problem, to `lasso(X[:, :k], y[:, :k], alpha)`. Computed in X's
     dtype.
     """
-    Xq = _check(X, y, x_q)  # (B, r, d), r = 1 or n
+    Xq = check_prefix_inputs(X, y, x_q)  # (B, r, d), r = 1 or n
     B, n, d = X.shape
     y = y.to(X.dtype)
     k = torch.arange(1, n + 1, dtype=X.dtype, device=X.device)  # (n,)

@@ -28,7 +28,7 @@ from torch import Tensor
 from icgd.algorithms.plugins import ALGORITHMS
 
 
-def _check(X: Tensor, y: Tensor, x_q: Tensor) -> Tensor:
+def check_prefix_inputs(X: Tensor, y: Tensor, x_q: Tensor) -> Tensor:
     """Validate shapes; return the queries as (B, r, d): r = 1 for (a), r = n for (b)."""
     if X.ndim != 3 or y.shape != X.shape[:2]:
         raise ValueError(
@@ -182,7 +182,7 @@ def prefix_ols(X: Tensor, y: Tensor, x_q: Tensor, rtol: float | None = None) -> 
     """
     if X.dtype != torch.float64:
         return prefix_ols(X.double(), y.double(), x_q.double(), rtol).to(X.dtype)
-    Xq = _check(X, y, x_q)
+    Xq = check_prefix_inputs(X, y, x_q)
     pred, dependent = _prefix_linear(X, y, Xq, None)
     pred = pred[0]  # (B, n)
     if bool(dependent.any()):
@@ -207,7 +207,7 @@ def prefix_ridge(X: Tensor, y: Tensor, x_q: Tensor, lam: float | Tensor) -> Tens
     if X.dtype != torch.float64:
         lam64 = lam.double() if isinstance(lam, Tensor) else lam
         return prefix_ridge(X.double(), y.double(), x_q.double(), lam64).to(X.dtype)
-    Xq = _check(X, y, x_q)
+    Xq = check_prefix_inputs(X, y, x_q)
     lam_t = torch.as_tensor(lam, dtype=X.dtype, device=X.device)
     if lam_t.ndim > 1:
         raise ValueError(
@@ -231,7 +231,7 @@ def prefix_one_step_gd(X: Tensor, y: Tensor, x_q: Tensor, step: float = 1.0) -> 
 
     X: (B, n, d), y: (B, n), x_q: (B, d) or (B, n, d) (module docstring), step: η → (B, n).
     """
-    Xq = _check(X, y, x_q)
+    Xq = check_prefix_inputs(X, y, x_q)
     n = X.shape[1]
     k = torch.arange(1, n + 1, dtype=X.dtype, device=X.device)  # (n,)
     mean_yx = torch.cumsum(X * y.unsqueeze(-1), dim=1) / k[:, None]  # (B, n, d)
@@ -259,7 +259,7 @@ def prefix_knn(X: Tensor, y: Tensor, x_q: Tensor, k_neighbors: int = 3) -> Tenso
     """
     if k_neighbors < 1:
         raise ValueError(f"prefix_knn: k_neighbors must be >= 1, got {k_neighbors}")
-    Xq = _check(X, y, x_q)
+    Xq = check_prefix_inputs(X, y, x_q)
     B, n, _ = X.shape
     if Xq.shape[1] == 1:  # (a): one query, distances (B, 1, n) shared by every prefix
         dist = (X - Xq).square().sum(-1).unsqueeze(1)  # (B, 1, n)

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from icgd.algorithms.plugins import ALGORITHMS
-from icgd.algorithms.prefix import _check
+from icgd.algorithms.prefix import check_prefix_inputs
 
 PARAM_NAMES = ("hidden.weight", "hidden.bias", "out.weight", "out.bias")
 
@@ -264,7 +264,7 @@ def prefix_relu_net(
     θ_0. hidden, steps, lr, betas, eps: as `fit_relu_nets`. chunk_size: prompts per chunk (memory
     O(chunk · n² h) per step; None: all at once). Computed in X's dtype.
     """
-    Xq = _check(X, y, x_q)  # (B, r, d), r = 1 or n
+    Xq = check_prefix_inputs(X, y, x_q)  # (B, r, d), r = 1 or n
     _check_hyper(steps, lr, chunk_size)
     B, n, d = X.shape
     params = _initial(init, generator, (B, n), X, hidden)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from icgd.algorithms.plugins import ALGORITHMS
-from icgd.algorithms.prefix import _check
+from icgd.algorithms.prefix import check_prefix_inputs
 
 
 def _sklearn_ensemble_and_tree() -> tuple[Any, Any]:
@@ -45,7 +45,7 @@ def _sklearn_ensemble_and_tree() -> tuple[Any, Any]:
 def _prefix_fit_predict(X: Tensor, y: Tensor, x_q: Tensor, make_model) -> Tensor:
     """Fit `make_model()` on `X[b, :k], y[b, :k]` for every b and k; predict at the query of
     (b, k). X (B, n, d), y (B, n), x_q (B, d) or (B, n, d) → (B, n)."""
-    Xq = _check(X, y, x_q)  # (B, r, d)
+    Xq = check_prefix_inputs(X, y, x_q)  # (B, r, d)
     B, n, _ = X.shape
     Xn = X.detach().cpu().double().numpy()
     yn = y.detach().cpu().double().numpy()

@@ -32,7 +32,7 @@ import yaml
 from icgd.core.errors import InputError
 from icgd.core.io import atomic_write_text
 from icgd.core.results import Claim, Result, read_result
-from icgd.reporting.tables import _SYMBOL, _fmt
+from icgd.reporting.tables import TOLERANCE_SYMBOL, fmt_number
 
 MAX_SVG_BYTES = 2_000_000  # larger SVGs (dense line plots) are embedded as their PNG instead
 MAX_OVERLAY_CLAIMS = 12
@@ -189,7 +189,7 @@ def _num(x: Any) -> str:
     if isinstance(x, bool):
         return "true" if x else "false"
     if x is None or isinstance(x, (int, float, list)):
-        return _fmt(x)
+        return fmt_number(x)
     return str(x)
 
 
@@ -211,7 +211,7 @@ def _verdict_cell(passed: bool | None) -> str:
 def _tolerance(claim: Claim) -> str:
     return (
         f'<td class="num" title="{_e(claim.rule)}">'
-        f"{_e(_SYMBOL[claim.comparison] + _fmt(claim.tolerance))}</td>"
+        f"{_e(TOLERANCE_SYMBOL[claim.comparison] + fmt_number(claim.tolerance))}</td>"
     )
 
 
@@ -229,8 +229,8 @@ def verdict_html(result: Result) -> str:
         cells = [
             f"<td><code>{_e(claim.name)}</code></td>",
             f"<td>{_e(claim.statement)}</td>",
-            f'<td class="num">{_e(_fmt(claim.measured))}</td>',
-            f'<td class="num">{_e(_fmt(claim.expected))}</td>',
+            f'<td class="num">{_e(fmt_number(claim.measured))}</td>',
+            f'<td class="num">{_e(fmt_number(claim.expected))}</td>',
             _tolerance(claim),
         ]
         if rates is not None:
@@ -402,7 +402,9 @@ def comparison_html(entries: list[RunEntry], pending: list[dict[str, Any]] | Non
             rate = f" ({rates[name]:.0%})" if name in rates else ""
             cls = "ok" if claim.passed else "bad"
             mark = "✓" if claim.passed else "✗"
-            cells.append(f'<td class="num {cls}">{_e(_fmt(claim.measured))} {mark}{rate}</td>')
+            cells.append(
+                f'<td class="num {cls}">{_e(fmt_number(claim.measured))} {mark}{rate}</td>'
+            )
         values = scalar_metrics(r)
         cells += [
             f'<td class="num">{_e(_num(values[k]))}</td>'

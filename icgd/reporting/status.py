@@ -24,7 +24,7 @@ from pathlib import Path
 from icgd.core.errors import InputError
 from icgd.core.io import atomic_write_text
 from icgd.reporting.html import RunEntry
-from icgd.reporting.tables import _seed_list
+from icgd.reporting.tables import seed_list
 
 BEGIN = "<!-- icgd-status:begin -->"
 END = "<!-- icgd-status:end -->"
@@ -57,7 +57,7 @@ def status_row(entry: RunEntry, papers: Mapping[str, str]) -> list[str]:
         mean = sum(rates.values()) / len(rates) if rates else float("nan")
         full = sum(1 for r in rates.values() if r == 1.0)
         passed = f"{full}/{len(rates)} on every seed (mean pass rate {mean:.0%})"
-        seed = _seed_list(seeds)
+        seed = seed_list(seeds)
     else:
         passed = f"{sum(c.passed for c in claims)}/{len(claims)}"
         seed = str(result.provenance.seed)

@@ -7,21 +7,21 @@ from rich.table import Table
 
 from icgd.core.results import Result
 
-_SYMBOL = {"abs": "±", "rel": "±rel", "at_most": "≤ +", "at_least": "≥ −"}
+TOLERANCE_SYMBOL = {"abs": "±", "rel": "±rel", "at_most": "≤ +", "at_least": "≥ −"}
 
 
-def _fmt(x) -> str:
+def fmt_number(x) -> str:
     if x is None:
         return "nan"
     if isinstance(x, list):
-        return "[" + ", ".join(_fmt(v) for v in x[:6]) + (", …]" if len(x) > 6 else "]")
+        return "[" + ", ".join(fmt_number(v) for v in x[:6]) + (", …]" if len(x) > 6 else "]")
     if isinstance(x, int) and not isinstance(x, bool):
         return str(x)
     x = float(x)
     return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.3e}"
 
 
-def _seed_list(seeds: list[int]) -> str:
+def seed_list(seeds: list[int]) -> str:
     if seeds == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) > 2:
         return f"{seeds[0]}-{seeds[-1]} ({len(seeds)})"
     return ",".join(map(str, seeds)) + f" ({len(seeds)})"
@@ -37,8 +37,14 @@ def verdict_table(result: Result) -> Table:
         table.add_column(column, justify="left" if column == "claim" else "right")
     for claim in result.claims:
         verdict = "[green]pass[/]" if claim.passed else "[red]FAIL[/]"
-        tol = f"{_SYMBOL[claim.comparison]}{_fmt(claim.tolerance)}"
-        row = [claim.statement, _fmt(claim.measured), _fmt(claim.expected), tol, verdict]
+        tol = f"{TOLERANCE_SYMBOL[claim.comparison]}{fmt_number(claim.tolerance)}"
+        row = [
+            claim.statement,
+            fmt_number(claim.measured),
+            fmt_number(claim.expected),
+            tol,
+            verdict,
+        ]
         if rates is not None:
             row.insert(-1, f"{rates.get(claim.name, 0.0):.0%}")
         table.add_row(*row)
@@ -51,7 +57,7 @@ def metrics_table(result: Result, keys: list[str] | None = None) -> Table:
     table.add_column("value", justify="right")
     for key in keys or list(result.metrics):
         if key in result.metrics:
-            table.add_row(key, _fmt(result.metrics[key]))
+            table.add_row(key, fmt_number(result.metrics[key]))
     return table
 
 
@@ -72,7 +78,7 @@ def print_result(result: Result, console: Console | None = None, all_metrics: bo
         f"status: {result.status}"
         + (f" ({result.message})" if result.message else "")
         + (
-            f" · seeds {_seed_list(result.seeds.seeds)}"
+            f" · seeds {seed_list(result.seeds.seeds)}"
             if result.seeds is not None
             else f" · seed {p.seed}"
         )

@@ -34,7 +34,7 @@ __all__ = ["SweepOutcome", "prepare", "run", "sweep"]
 Progress = Callable[[str, int, int, dict], None]
 
 
-def _seed_list(seeds: str | Sequence[int] | None) -> list[int] | None:
+def _parse_seeds(seeds: str | Sequence[int] | None) -> list[int] | None:
     if seeds is None:
         return None
     if isinstance(seeds, str):
@@ -70,7 +70,7 @@ def prepare(
 ) -> Prepared:
     """Check every input, then create the run folder (or take the one to resume)."""
     EXPERIMENTS.get(name)  # an unknown name first
-    seed_list = _seed_list(seeds)
+    seed_list = _parse_seeds(seeds)
     if seed_list is not None and seed is not None:
         raise InputError("--seeds", "give either --seed or --seeds, not both")
     if seed is not None and seed < 0:
@@ -183,7 +183,7 @@ def sweep(
     if options:
         raise InputError("sweep", f"unknown options {', '.join(sorted(options))}")
     _check_tensorboard(base)
-    plan = plan_sweep(name, base, list(grid), seeds=_seed_list(seeds), out=out)
+    plan = plan_sweep(name, base, list(grid), seeds=_parse_seeds(seeds), out=out)
     for point in plan.points:
         check_memory(EXPERIMENTS.get(name), point.config)
     prepare_sweep_dir(plan)

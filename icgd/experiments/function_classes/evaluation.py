@@ -29,7 +29,7 @@ from icgd.experiments.function_classes.config import (
 from icgd.models import GPT
 
 
-def _sklearn_available() -> bool:
+def sklearn_available() -> bool:
     """Whether scikit-learn is installed (found, not imported: importing it takes seconds)."""
     return importlib.util.find_spec("sklearn") is not None
 

@@ -66,7 +66,7 @@ from icgd.experiments.function_classes.config import (
     FunctionClassesConfig,
     shift_label,
 )
-from icgd.experiments.function_classes.evaluation import _sklearn_available, evaluate
+from icgd.experiments.function_classes.evaluation import evaluate, sklearn_available
 from icgd.models import GPT
 from icgd.tasks.function_classes import ShiftConfig
 
@@ -115,7 +115,7 @@ class FunctionClassesExperiment:
         metrics: dict[str, Any] = {"k": list(range(n))}
         arrays: dict[str, Tensor] = {}
         notes: list[str] = []
-        sklearn = _sklearn_available()
+        sklearn = sklearn_available()
         shifts = (ShiftConfig(), *config.shifts)
 
         for kind in config.classes:
