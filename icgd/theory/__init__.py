@@ -18,6 +18,15 @@ from icgd.theory.one_layer import (
     optimal_one_layer_preconditioner,
     optimal_one_step_scale,
 )
+from icgd.theory.population import (
+    GaussianRegression,
+    PopulationDraws,
+    heads,
+    population_draws,
+    population_gradient,
+    population_loss,
+    sparse_heads,
+)
 from icgd.theory.preconditioner_loss import preconditioner_loss
 from icgd.theory.skew import SkewCurvature, skew_curvature
 from icgd.theory.stacked import StackedOptimum, optimal_layer_scales, stacked_loss
@@ -25,7 +34,9 @@ from icgd.theory.wishart import WishartMoments, whitened_wishart_moments
 
 __all__ = [
     "DecisionListMasses",
+    "GaussianRegression",
     "LoopedOptimum",
+    "PopulationDraws",
     "SkewCurvature",
     "StackedOptimum",
     "WishartMoments",
@@ -34,6 +45,7 @@ __all__ = [
     "expected_s_m_s",
     "gatmiry_constant",
     "gradient_dominance_constant",
+    "heads",
     "looped_loss",
     "mode_a_constants",
     "mode_b_conditions",
@@ -42,8 +54,12 @@ __all__ = [
     "optimal_loop_scale",
     "optimal_one_layer_preconditioner",
     "optimal_one_step_scale",
+    "population_draws",
+    "population_gradient",
+    "population_loss",
     "preconditioner_loss",
     "skew_curvature",
+    "sparse_heads",
     "stacked_loss",
     "whitened_wishart_moments",
 ]
