@@ -51,7 +51,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_vs_reference.py  # skipped without `pip install transformers`
 
 lint: $(STAMP)
-	$(BIN)/ruff check icgd tests benchmarks
+	$(BIN)/ruff check icgd tests benchmarks examples
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
