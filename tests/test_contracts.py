@@ -5,7 +5,8 @@
 - the same seed gives the same numbers (wall-clock rates aside);
 - a bad config is one line `error: <field>: …`, exit 2, nothing written;
 - its memory estimate is positive, names config fields, and the smoke preset needs no more than
-  the default config.
+  the default config;
+- every model it trained rebuilds from its checkpoint (`icgd.load_run(...).models`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 
 import icgd
 from icgd.cli import main
@@ -85,3 +87,17 @@ def test_memory_estimate_is_positive_and_smoke_is_smaller(name):
     fields = experiment.Config.model_fields
     assert all(f.split(".")[0] in fields for f in default.fields), default.fields
     assert smoke.total <= default.total
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_trained_model_rebuilds_from_its_checkpoint(name, smoke_runs):
+    """`icgd.load_run(...).models` rebuilds every checkpoint of the run (its model class, config
+    and init arguments are in the checkpoint) with exactly the saved weights."""
+    from safetensors.torch import load_file
+
+    run = smoke_runs(name)
+    for sub, model in run.models.items():
+        saved = load_file(str(run.path / sub / "checkpoint.safetensors"))
+        state = model.state_dict()
+        assert saved.keys() == state.keys(), sub
+        assert all(torch.equal(saved[k], state[k]) for k in saved), sub
