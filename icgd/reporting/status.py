@@ -23,7 +23,7 @@ from pathlib import Path
 
 from icgd.core.errors import InputError
 from icgd.core.io import atomic_write_text
-from icgd.reporting.html import RunEntry
+from icgd.reporting.sources import RunEntry
 from icgd.reporting.tables import seed_list
 
 BEGIN = "<!-- icgd-status:begin -->"
