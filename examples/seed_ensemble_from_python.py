@@ -33,6 +33,7 @@ TINY = [  # the test suite's size: the numbers are not meaningful
     "train.eval_every=10",
     "train.checkpoint_every=10",
     "test_batch_size=1024",
+    "length_batch_size=1024",
 ]
 
 

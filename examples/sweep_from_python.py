@@ -39,6 +39,7 @@ TINY = [  # the test suite's size: seconds for the whole sweep, the numbers are 
     "train.eval_every=10",
     "train.checkpoint_every=10",
     "test_batch_size=1024",
+    "length_batch_size=1024",
 ]
 GRID = ["n=10,20", "train.optimizer.lr=0.05,0.1"]
 SHOWN = ["metrics.loss", "metrics.loss_theory_held_out", "metrics.gamma_rel_error"]

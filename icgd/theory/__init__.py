@@ -9,14 +9,19 @@ from icgd.theory.decision_lists import (
     mode_a_constants,
     mode_b_conditions,
 )
+from icgd.theory.flow import FlowResult, dominance_ratios, gradient_dominance, gradient_flow
 from icgd.theory.gatmiry import gatmiry_constant, gradient_dominance_constant
 from icgd.theory.looped import LoopedOptimum, looped_loss, optimal_loop_scale
 from icgd.theory.one_layer import (
     ahn_optimal_preconditioner,
     expected_s_m_s,
     one_layer_loss,
+    one_layer_risk,
     optimal_one_layer_preconditioner,
     optimal_one_step_scale,
+    risk_at_test_length,
+    risk_floor,
+    zfb_gamma,
 )
 from icgd.theory.population import (
     GaussianRegression,
@@ -34,6 +39,7 @@ from icgd.theory.wishart import WishartMoments, whitened_wishart_moments
 
 __all__ = [
     "DecisionListMasses",
+    "FlowResult",
     "GaussianRegression",
     "LoopedOptimum",
     "PopulationDraws",
@@ -42,14 +48,18 @@ __all__ = [
     "WishartMoments",
     "ahn_optimal_preconditioner",
     "decision_list_masses",
+    "dominance_ratios",
     "expected_s_m_s",
     "gatmiry_constant",
+    "gradient_dominance",
     "gradient_dominance_constant",
+    "gradient_flow",
     "heads",
     "looped_loss",
     "mode_a_constants",
     "mode_b_conditions",
     "one_layer_loss",
+    "one_layer_risk",
     "optimal_layer_scales",
     "optimal_loop_scale",
     "optimal_one_layer_preconditioner",
@@ -58,8 +68,11 @@ __all__ = [
     "population_gradient",
     "population_loss",
     "preconditioner_loss",
+    "risk_at_test_length",
+    "risk_floor",
     "skew_curvature",
     "sparse_heads",
     "stacked_loss",
     "whitened_wishart_moments",
+    "zfb_gamma",
 ]

@@ -72,12 +72,10 @@ def test_sweep_from_python(tmp_path):
 def test_seed_ensemble_from_python(tmp_path):
     out = load("seed_ensemble_from_python").main(tiny=True, out=tmp_path / "ens", seeds=(0, 1))
     assert out["status"] in ("passed", "failed")
-    assert set(out["pass_rate"]) == {
-        "leak_vanishes",
-        "gamma_is_optimal",
-        "loss_is_optimal",
-        "step_is_optimal",
-    }
+    assert {"leak_vanishes", "gamma_is_optimal", "loss_is_optimal", "step_is_optimal"} <= set(
+        out["pass_rate"]
+    )
+    assert all(0 <= rate <= 1 for rate in out["pass_rate"].values())
     assert all(rate in (0.0, 0.5, 1.0) for rate in out["pass_rate"].values())
     assert math.isfinite(out["loss"][0]) and out["loss"][1] >= 0
     assert (tmp_path / "ens" / "seed0" / "result.json").is_file()

@@ -11,8 +11,10 @@ import torch
 
 from icgd.analysis import effective_preconditioners, one_step_predictor_gap, predictor_leak_ratio
 from icgd.constructions import lsa_from_preconditioned_gd
+from icgd.core.figures import read_arrays
 from icgd.core.results import read_result
 from icgd.experiments.one_step_gd import EXPERIMENT, OneStepGD, OneStepGDConfig
+from icgd.experiments.one_step_gd.lengths import fit_floor
 from icgd.reporting.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 from icgd.tasks import LinearRegression, LinearRegressionConfig
@@ -20,6 +22,8 @@ from icgd.theory import (
     ahn_optimal_preconditioner,
     optimal_one_layer_preconditioner,
     optimal_one_step_scale,
+    risk_at_test_length,
+    risk_floor,
 )
 
 TINY = list(EXPERIMENT.presets["smoke"])
@@ -40,26 +44,70 @@ BROKEN = {
 }
 
 
+def _ideal_length_metrics(config) -> dict[str, float]:
+    """Every ZFB metric equal to its closed form (the measured values are perfect)."""
+    keys = [f"risk_M{m}" for m in config.test_lengths]
+    keys += [f"risk_kept_M{m}" for m in config.test_lengths if m != config.n]
+    keys += ["risk_floor_fit"] + [f"risk_alpha{a:g}".replace(".", "p") for a in config.shift_alphas]
+    return {k: 1.0 + i for i, k in enumerate(keys)} | {
+        f"{k}_theory": 1.0 + i for i, k in enumerate(keys)
+    }
+
+
 def test_claims_pass_on_ideal_metrics_and_fail_one_by_one():
     config = OneStepGDConfig()
-    claims = OneStepGD().claims(config, IDEAL)
+    ideal = IDEAL | _ideal_length_metrics(config)
+    claims = OneStepGD().claims(config, ideal)
     assert [c.name for c in claims] == [
         "leak_vanishes",
         "gamma_is_optimal",
         "loss_is_optimal",
         "step_is_optimal",
+        "risk_at_length_10",
+        "risk_at_length_40",
+        "risk_at_length_80",
+        "risk_at_length_320",
+        "risk_floor",
+        "covariate_shift_0p5",
+        "covariate_shift_2",
+        "kept_scale_10",
+        "kept_scale_40",
+        "kept_scale_80",
+        "kept_scale_320",
     ]
     assert all(c.passed for c in claims)
-    for key, value in BROKEN.items():
-        failed = [c.name for c in OneStepGD().claims(config, IDEAL | {key: value}) if not c.passed]
+    broken = BROKEN | {k: 1.1 * v for k, v in ideal.items() if k.startswith("risk_")
+                       and not k.endswith("_theory")}  # fmt: skip
+    for key, value in broken.items():
+        failed = [c.name for c in OneStepGD().claims(config, ideal | {key: value}) if not c.passed]
         assert len(failed) == 1, (key, failed)
+
+
+def test_floor_fit_recovers_an_exact_affine_risk():
+    lengths = (10, 40, 80, 320)
+    a, b = 0.5, 3.0
+    risks = [a + b / m for m in lengths]
+    floor, se = fit_floor(lengths, risks, [0.01, 0.01, 0.02, 0.01])
+    assert floor == pytest.approx(a, rel=1e-12) and 0 < se < 0.05
+
+
+def test_test_lengths_and_config_validation():
+    assert OneStepGDConfig().test_lengths == (10, 40, 80, 320)
+    assert OneStepGDConfig(n=3, test_length_factors=(0.1, 0.2, 2.0)).test_lengths == (1, 6)
+    with pytest.raises(ValueError, match="test_length_factors"):
+        OneStepGDConfig(test_length_factors=(1.0, 1.01))
 
 
 def test_step_claim_only_in_the_isotropic_setting():
     for setting in ("anisotropic", "anisotropic_inverse_prior"):
         config = OneStepGDConfig(setting=setting)
-        names = [c.name for c in OneStepGD().claims(config, IDEAL)]
-        assert names == ["leak_vanishes", "gamma_is_optimal", "loss_is_optimal"]
+        names = [c.name for c in OneStepGD().claims(config, IDEAL | _ideal_length_metrics(config))]
+        assert names[:4] == [
+            "leak_vanishes",
+            "gamma_is_optimal",
+            "loss_is_optimal",
+            "risk_at_length_10",
+        ]
 
 
 def test_setting_decides_noise_prior_and_covariance():
@@ -169,15 +217,28 @@ def test_tiny_run_writes_a_complete_folder(tmp_path, setting):
     assert ("step_is_optimal" in names) == (setting == "isotropic_noisy")
     for name in ("config.yaml", "checkpoint.safetensors", "metrics.jsonl", "arrays.safetensors"):
         assert (run_dir / name).is_file(), name
+    # ZFB §4.1: the closed forms the claims use are ZFB's R(M) (Σ_w = I) and finite
+    for key in ("risk_M10", "risk_floor_fit", "risk_alpha2", "risk_kept_M320"):
+        assert math.isfinite(m[key]) and m[f"{key}_se"] > 0, key
+    if setting != "anisotropic_inverse_prior":
+        sigma = torch.as_tensor(read_arrays(run_dir / "arrays.safetensors")["sigma"])
+        noise = config.sigma_noise
+        assert m["risk_M40_theory"] == pytest.approx(risk_at_test_length(40, sigma, 20, noise))
+        assert m["risk_floor_fit_theory"] == pytest.approx(risk_floor(sigma, 20, noise))
+        assert m["risk_alpha0p5_theory"] == pytest.approx(
+            risk_at_test_length(20, sigma, 20, noise, alpha=0.5)
+        )
+        assert m["risk_kept_M80_theory"] == pytest.approx(
+            risk_at_test_length(80, sigma, 20, noise, keep_train_scale=True)
+        )
     figures = {p.name for p in draw_figures(run_dir)}
     assert {"training_loss.png", "P_Q_heatmaps.png", "gamma_heatmaps.png"} <= figures
+    assert "test_length_risk.png" in figures
 
 
 def test_inverse_prior_optimum_is_not_ahns_formula(tmp_path):
     """The run's Γ* is the optimum for w* ~ N(0, Σ⁻¹), not Ahn's formula for w* ~ N(0, I)."""
     config, run_dir, result = run(tmp_path, ["setting=anisotropic_inverse_prior"])
-    from icgd.core.figures import read_arrays
-
     arrays = read_arrays(run_dir / "arrays.safetensors")
     task = LinearRegression(config.task_config(), rotation_seed=0, dtype=torch.float64)
     sigma = arrays["sigma"]

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from scipy.optimize import minimize_scalar
 
@@ -10,8 +11,12 @@ from icgd.theory.one_layer import (
     ahn_optimal_preconditioner,
     expected_s_m_s,
     one_layer_loss,
+    one_layer_risk,
     optimal_one_layer_preconditioner,
     optimal_one_step_scale,
+    risk_at_test_length,
+    risk_floor,
+    zfb_gamma,
 )
 from icgd.theory.preconditioner_loss import preconditioner_loss
 from icgd.theory.wishart import whitened_wishart_moments
@@ -95,3 +100,100 @@ def test_whitened_setting_matches_looped_one_step():
     mom = whitened_wishart_moments(N, D, 2, n_samples=20_000, seed=0)
     loss, se = looped_loss(a, 1, N, D, moments=mom)
     assert abs(loss - exact) < 4 * se, f"{loss} vs {exact}, SE {se:.3g}"
+
+
+# --- ZFB §4.1: risk at test length M, covariate shift α, kept training scale ----------------
+
+
+def _mc_risk(gamma, sigma, m, noise, *, alpha=1.0, scale=1.0, cov_w=None, B=100_000, seed=0):
+    """Monte Carlo (float64) of ``x_qᵀ (scale·Γ) (1/m) Σ_{i≤m} y_i x_i`` against ``y_q``, inputs
+    ``α x``, labels ``wᵀ(αx) + σε``: (mean, SE = std/√B)."""
+    gen = torch.Generator().manual_seed(seed)
+    d = sigma.shape[0]
+    chol = torch.linalg.cholesky(sigma)
+    w_sqrt = torch.eye(d, dtype=torch.float64) if cov_w is None else torch.linalg.cholesky(cov_w)
+    x = alpha * torch.randn(B, m + 1, d, generator=gen, dtype=torch.float64) @ chol.T
+    w = torch.randn(B, d, generator=gen, dtype=torch.float64) @ w_sqrt.T
+    y = torch.einsum("bid,bd->bi", x, w) + noise * torch.randn(
+        B, m + 1, generator=gen, dtype=torch.float64
+    )
+    h = torch.einsum("bi,bid->bd", y[:, :m], x[:, :m]) / m  # (1/m) Σ y_i x_i
+    pred = scale * torch.einsum("bc,ca,ba->b", x[:, m], gamma, h)
+    err = (pred - y[:, m]) ** 2
+    return float(err.mean()), float(err.std() / math.sqrt(B))
+
+
+def test_zfb_gamma_is_inverse_of_ahn():
+    _, sigma, _ = _setup(5)
+    for noise in (0.0, 0.5):
+        torch.testing.assert_close(
+            torch.linalg.inv(zfb_gamma(sigma, N, noise)),
+            ahn_optimal_preconditioner(sigma, N, noise),
+            rtol=1e-12,
+            atol=1e-12,
+        )
+
+
+def test_risk_at_test_length_monte_carlo():
+    """R(M), covariate shift and kept scale within 4 SE of a float64 Monte Carlo (SE = std/√B,
+    B = 100 000 prompts; the closed form's relative SE here is ≈ 0.5-1%)."""
+    _, sigma, _ = _setup(6)
+    noise = 0.5
+    gamma = ahn_optimal_preconditioner(sigma, N, noise)
+    cases = [
+        (m, a, k)
+        for m in (N // 2, 4 * N)
+        for a, k in ((1.0, False), (0.5, False), (2.0, False), (1.0, True))
+    ]
+    for i, (m, alpha, keep) in enumerate(cases):
+        exact = risk_at_test_length(m, sigma, N, noise, alpha=alpha, keep_train_scale=keep)
+        scale = m / N if keep else 1.0
+        matrix = one_layer_risk(gamma, sigma, m, noise, alpha=alpha, scale=scale)
+        assert math.isclose(exact, matrix, rel_tol=1e-10), (m, alpha, keep, exact, matrix)
+        est, se = _mc_risk(gamma, sigma, m, noise, alpha=alpha, scale=scale, seed=10 + i)
+        assert abs(est - exact) < 4 * se, (
+            f"M={m} α={alpha} kept={keep}: {est} vs {exact} ± {se:.3g}"
+        )
+
+
+def test_one_layer_risk_general_gamma_monte_carlo():
+    """Non-symmetric Γ, non-identity Σ_w, shifted inputs: the matrix form vs Monte Carlo."""
+    gen, sigma, cov_w = _setup(7)
+    gamma = 0.3 * torch.randn(D, D, generator=gen, dtype=torch.float64) + 0.5 * torch.eye(D)
+    for i, (m, alpha, scale) in enumerate(((3, 1.0, 1.0), (25, 2.0, 1.0), (25, 0.5, 2.5))):
+        exact = one_layer_risk(gamma, sigma, m, 0.7, cov_w, alpha=alpha, scale=scale)
+        est, se = _mc_risk(gamma, sigma, m, 0.7, alpha=alpha, scale=scale, cov_w=cov_w, seed=20 + i)
+        assert abs(est - exact) < 4 * se, f"M={m}: {est} vs {exact} ± {se:.3g}"
+    # at M = n, α = 1, scale 1 it is the training loss
+    assert math.isclose(
+        one_layer_risk(gamma, sigma, N, 0.7, cov_w), one_layer_loss(gamma, sigma, N, 0.7, cov_w)
+    )
+
+
+def test_risk_floor_is_the_limit():
+    _, sigma, _ = _setup(8)
+    for noise, alpha in ((0.0, 1.0), (0.5, 1.0), (0.5, 2.0)):
+        floor = risk_floor(sigma, N, noise, alpha)
+        far = risk_at_test_length(1e9, sigma, N, noise, alpha=alpha)
+        assert math.isclose(far, floor, rel_tol=1e-7), (far, floor)
+        gamma = ahn_optimal_preconditioner(sigma, N, noise)
+        matrix = one_layer_risk(gamma, sigma, math.inf, noise, alpha=alpha)
+        assert math.isclose(matrix, floor, rel_tol=1e-10)
+        # R(M) decreases to the floor, which stays above the noise σ²
+        risks = [risk_at_test_length(m, sigma, N, noise, alpha=alpha) for m in (5, 20, 80, 320)]
+        assert all(a > b for a, b in zip(risks, risks[1:], strict=False))
+        assert risks[-1] > floor > noise**2
+    # isotropic closed form: σ² + d ((d + 1 + σ²)/(n + d + 1 + σ²))²
+    eye, noise = torch.eye(D, dtype=torch.float64), 0.5
+    iso = noise**2 + D * ((D + 1 + noise**2) / (N + D + 1 + noise**2)) ** 2
+    assert math.isclose(risk_floor(eye, N, noise), iso, rel_tol=1e-12)
+    # at M = n the risk is the training loss of Γ*
+    sig = _setup(8)[1]
+    assert math.isclose(
+        risk_at_test_length(N, sig, N, noise),
+        one_layer_loss(ahn_optimal_preconditioner(sig, N, noise), sig, N, noise),
+        rel_tol=1e-12,
+    )
+    # keeping 1/n has no limit
+    with pytest.raises(ValueError, match="without bound"):
+        risk_at_test_length(math.inf, sig, N, noise, keep_train_scale=True)

@@ -41,6 +41,7 @@ from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.api import MemoryEstimate, Outcome, RunContext
 from icgd.experiments.common import fit_lsa
 from icgd.experiments.one_step_gd.config import OneStepGDConfig
+from icgd.experiments.one_step_gd.lengths import length_claims, length_metrics
 from icgd.models import LSAConfig
 from icgd.tasks import LinearRegression
 from icgd.theory import ahn_optimal_preconditioner, one_layer_loss, optimal_one_layer_preconditioner
@@ -53,6 +54,7 @@ SMOKE = (
     "train.eval_every=10",
     "train.checkpoint_every=10",
     "test_batch_size=1024",
+    "length_batch_size=1024",
 )
 
 
@@ -120,7 +122,13 @@ class OneStepGD:
             return Outcome(
                 metrics={"diverged_at": outcome.steps_done}, diverged=True, message=outcome.message
             )
-        return self._analyse(config, task, model, gamma_star)
+        outcome = self._analyse(config, task, model, gamma_star)
+        # ZFB §4.1: other test lengths, covariate shift, kept scale, each from its own stream,
+        # drawn after everything above (the earlier metrics do not move).
+        extra, arrays = length_metrics(config, task, model, gamma_star, outcome.arrays["gamma"])
+        outcome.metrics.update(extra)
+        outcome.arrays.update(arrays)
+        return outcome
 
     def _analyse(
         self, config: OneStepGDConfig, task: LinearRegression, model, gamma_star: torch.Tensor
@@ -240,7 +248,7 @@ class OneStepGD:
                     "rel",
                 )
             )
-        return claims
+        return claims + length_claims(config, metrics)
 
     def figures(self, run_dir: Path, result: Result, out: Path) -> list[Path]:
         from icgd.experiments.one_step_gd.figures import draw

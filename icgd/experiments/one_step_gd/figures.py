@@ -64,4 +64,34 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
         _heatmap(fig, axes[1], G_star, "theory Γ*", bound)
         _heatmap(fig, axes[2], G - G_star, "Γ − Γ*")
         paths.append(save(fig, out / "gamma_heatmaps.png"))
+    if "length_M" in arrays:
+        paths.append(_test_length_figure(plt, arrays, m, out, setting))
     return paths
+
+
+def _test_length_figure(plt, arrays, m: dict, out: Path, setting: str) -> Path:
+    """Risk of the trained layer vs test length M (1/M and kept 1/n scale) next to ZFB's closed
+    forms at Γ* (and at the trained Γ̂), with the floor lim R(M) as M → ∞."""
+    M, grid = arrays["length_M"].numpy(), arrays["length_grid"].numpy()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.9))
+    ax = axes[0]
+    ax.errorbar(M, arrays["length_risk"].numpy(), yerr=2 * arrays["length_risk_se"].numpy(),
+                fmt="o", label="trained layer (± 2 SE)")  # fmt: skip
+    ax.plot(grid, arrays["length_curve_theory"].numpy(), "k-", lw=1, label="R(M) at Γ*")
+    ax.plot(
+        grid, arrays["length_curve_trained_gamma"].numpy(), "C1--", lw=1, label="R(M) at trained Γ"
+    )
+    if m.get("risk_floor_fit_theory") is not None:
+        ax.axhline(m["risk_floor_fit_theory"], color="grey", ls=":", label="floor R(∞)")
+    if m.get("risk_floor_fit") is not None:
+        ax.axhline(m["risk_floor_fit"], color="C0", ls=":", lw=1, label="fitted floor (a + b/M)")
+    ax.set(xscale="log", xlabel="test context length M", ylabel="test MSE",
+           title=f"risk vs test length, 1/M scale ({setting})")  # fmt: skip
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ax.plot(M, arrays["length_risk_kept"].numpy(), "o", label="trained layer, prediction × M/n")
+    ax.plot(grid, arrays["length_curve_kept_theory"].numpy(), "k-", lw=1, label="closed form at Γ*")
+    ax.set(xscale="log", yscale="log", xlabel="test context length M", ylabel="test MSE",
+           title="training scale 1/n kept")  # fmt: skip
+    ax.legend(fontsize=8)
+    return save(fig, out / "test_length_risk.png")
