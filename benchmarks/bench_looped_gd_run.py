@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from icgd.reporting.figures import draw_figures
+from icgd.runs.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 TARGET_SECONDS = 120.0

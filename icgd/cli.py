@@ -144,6 +144,7 @@ def run(
     from icgd.reporting.console import draw_with_warnings, progress_bar
     from icgd.reporting.tables import print_result
     from icgd.runs.api import prepare, start
+    from icgd.runs.figures import draw_figures
 
     _check_device_dtype(device, dtype)
     prepared = prepare(
@@ -166,7 +167,7 @@ def run(
     with _exit_on_stop(), progress_bar(console) as progress:
         loaded = start(prepared, progress)
     if loaded.result.seeds is None:  # an ensemble's figures are per seed, in seed{k}/
-        for path in draw_with_warnings(loaded.path, console):
+        for path in draw_with_warnings(draw_figures, loaded.path, console):
             console.print(f"figure: {path}", highlight=False)
     print_result(loaded.result, console)
     raise typer.Exit(0 if loaded.status == "passed" else 1)
@@ -234,6 +235,7 @@ def sweep(
     from icgd.reporting.console import SweepPrinter, draw_with_warnings
     from icgd.reporting.sweep import draw_sweep
     from icgd.runs.api import sweep as run_sweep
+    from icgd.runs.figures import draw_figures
 
     _check_device_dtype(device, dtype)
     printer = SweepPrinter(console, backend, max_concurrent)
@@ -251,7 +253,7 @@ def sweep(
         raise
     if seeds is None:  # each point is a normal run folder with its figures
         for point in printer.finished:
-            draw_with_warnings(outcome.root / point.folder, console, point.folder)
+            draw_with_warnings(draw_figures, outcome.root / point.folder, console, point.folder)
     console.print(f"tables: {outcome.tables[0]} {outcome.tables[1]}", highlight=False)
     try:
         console.print(f"figure: {draw_sweep(outcome.root, metric)}", highlight=False)
@@ -293,7 +295,9 @@ def report(
     runs, _ = load_sources(folders)
     if readme is not None:
         check_readme(readme, runs)  # before anything is written
-    path, warnings = write_report(folders, out, redraw=redraw)
+    from icgd.runs.figures import draw_figures
+
+    path, warnings = write_report(folders, out, redraw=draw_figures if redraw else None)
     for warning in warnings:
         console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     console.print(f"report: {path}", highlight=False)

@@ -4,7 +4,7 @@ figures drawn after a run (a figure that fails is a warning, never a lost run)."
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -38,11 +38,11 @@ def progress_bar(console: Console) -> Iterator:
         yield progress
 
 
-def draw_with_warnings(run_dir: Path, console: Console, label: str = "") -> list[Path]:
-    """Draw a run folder's figures; a failure is printed as a warning (the figures can be redrawn
-    from the saved files, so a run is never lost for them)."""
-    from icgd.reporting.figures import draw_figures
-
+def draw_with_warnings(
+    draw_figures: Callable[[Path], list[Path]], run_dir: Path, console: Console, label: str = ""
+) -> list[Path]:
+    """`draw_figures(run_dir)` (`icgd.runs.figures.draw_figures`); a failure is printed as a
+    warning (the figures can be redrawn from the saved files, so a run is never lost for them)."""
     try:
         return draw_figures(run_dir)
     except Exception as exc:

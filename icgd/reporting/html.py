@@ -15,7 +15,7 @@ verdict, scalar metrics) and overlay plots (the held-out loss curves of every ru
 measured value per run next to its expected value and tolerance band).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -296,16 +296,18 @@ def write_report(
     paths: Sequence[str | Path],
     out: str | Path | None = None,
     *,
-    redraw: bool = False,
+    redraw: Callable[[Path], object] | None = None,
     title: str | None = None,
 ) -> tuple[Path, list[str]]:
     """Read the folders, render the page and write it atomically to `out`; returns the path and
-    the warnings of `redraw` (figures that could not be drawn)."""
+    the warnings of `redraw` (figures that could not be drawn). `redraw`: a function that redraws
+    one run folder's figures first (`icgd.runs.figures.draw_figures`; None: keep them)."""
     runs, sweeps = load_sources(paths)
     out = Path(out) if out is not None else default_out(paths)
     if out.is_dir():
         raise InputError("--out", f"{out} is a folder; give a file name such as report.html")
-    warnings = redraw_figures([*runs, *(p for s in sweeps for p in s.points)]) if redraw else []
+    entries = [*runs, *(p for s in sweeps for p in s.points)]
+    warnings = redraw_figures(entries, redraw) if redraw is not None else []
     page = render_report(runs, sweeps, title)
     try:
         return atomic_write_text(out, page), warnings

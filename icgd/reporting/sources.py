@@ -1,7 +1,7 @@
 """The folders a report reads: run folders, seed-ensemble folders and sweep folders, as entries
 (`load_sources`), and the scalar metrics a comparison lines up (an ensemble's means)."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,11 +98,11 @@ def seed_dirs(entry: RunEntry) -> list[Path]:
     return [entry.path / f"seed{s}" for s in entry.result.seeds.seeds]
 
 
-def redraw_figures(runs: list[RunEntry]) -> list[str]:
-    """Redraw every run's figures from its saved files (each seed's for an ensemble); returns a
-    warning per folder whose figures could not be drawn (a report is still written)."""
-    from icgd.reporting.figures import draw_figures
-
+def redraw_figures(runs: list[RunEntry], draw_figures: Callable[[Path], object]) -> list[str]:
+    """Redraw every run's figures from its saved files (each seed's for an ensemble) with
+    `draw_figures(folder)` (the caller's: `icgd.runs.figures.draw_figures`, which knows the
+    experiments); returns a warning per folder whose figures could not be drawn (a report is
+    still written)."""
     warnings = []
     for entry in runs:
         for folder in seed_dirs(entry) or [entry.path]:

@@ -11,7 +11,7 @@ Both check their whole input before anything is written (an `InputError` names t
 the configured sizes against the device's memory, and stop on SIGINT/SIGTERM/SIGHUP by
 checkpointing the current step and recording `interrupted` (`StopRequested` is raised to the
 caller). A crash records `error` and raises `RunError`. Figures are not drawn here (that is the
-reporting layer's: `icgd.reporting.figures.draw_figures(run.path)`, as the CLI does).
+reporting layer's: `icgd.runs.figures.draw_figures(run.path)`, as the CLI does).
 """
 
 from __future__ import annotations

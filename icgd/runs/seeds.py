@@ -36,7 +36,6 @@ from typing import Any
 
 import torch
 
-import icgd
 from icgd.core.config import config_to_yaml
 from icgd.core.errors import InputError
 from icgd.core.io import atomic_write_text
@@ -49,6 +48,7 @@ from icgd.core.results import (
     read_result,
     write_result,
 )
+from icgd.core.version import __version__
 from icgd.experiments.api import ExperimentConfig
 from icgd.runs.folder import RESUMABLE, resumable
 from icgd.runs.runner import RunError, run_experiment
@@ -190,7 +190,7 @@ def aggregate(
     }
     claims, passed, rates = _claim_stats(results)
     provenance = Provenance(
-        icgd=icgd.__version__,
+        icgd=__version__,
         git_commit=results[0].provenance.git_commit if results else None,
         torch=torch.__version__,
         device=config.device,
@@ -228,7 +228,7 @@ def _placeholder(
         metrics={},
         claims=[],
         provenance=Provenance(
-            icgd=icgd.__version__,
+            icgd=__version__,
             torch=torch.__version__,
             device=config.device,
             dtype=config.dtype,

@@ -59,11 +59,11 @@ import torch
 from torch import Tensor, nn
 
 from icgd.core.errors import InputError
-from icgd.training import interrupt
 from icgd.training.batches import BatchDrawer
 from icgd.training.checkpoint import STATE_FILE, save_checkpoint
 from icgd.training.config import TrainConfig
 from icgd.training.guard import checks_every_step, what_diverged
+from icgd.training.interrupt import StopRequested, pending, training
 from icgd.training.optim import make_optimizer, make_scheduler
 from icgd.training.records import (
     RESERVED_KEYS,
@@ -295,7 +295,7 @@ class _Loop:
         logs = step % self.log_every == 0
         evals = step % config.eval_every == 0 or step == total
         at_checkpoint = step % config.checkpoint_every == 0 or step == total
-        stop = interrupt.pending()  # a signal: checkpoint this step, then stop
+        stop = pending()  # a signal: checkpoint this step, then stop
         saves = (at_checkpoint or stop is not None) and any(d is not None for d in self.run_dirs)
         draws = at_checkpoint and any(b is not None for b in self.logs.boards)  # weight heat maps
         if self.every_step or logs or evals or saves or draws:
@@ -322,7 +322,7 @@ class _Loop:
         if saves:
             self._save(active)
         if stop is not None:
-            raise interrupt.StopRequested(stop)
+            raise StopRequested(stop)
         for k in active:
             if self.calls[k].progress is not None:
                 self.calls[k].progress(step, total, self.latest[k])
@@ -365,7 +365,7 @@ class _Loop:
             boards = [c.tensorboard for c in self.calls]
             self.logs = SeedLogs(stack, self.run_dirs, self.records, boards, resume_step)
             stack.enter_context(self.strategy.running())
-            stack.enter_context(interrupt.training())
+            stack.enter_context(training())
             active = self._start()
             while self.step < self.config.steps and active:
                 active = self._step(active, draw)

@@ -18,7 +18,7 @@ from icgd.experiments.decision_lists import (
 )
 from icgd.experiments.decision_lists.fits import Curvature, Population, run_adam, run_gd
 from icgd.models import DecisionListAttention, DecisionListAttentionConfig
-from icgd.reporting.figures import draw_figures
+from icgd.runs.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 from icgd.tasks import DecisionLists
 

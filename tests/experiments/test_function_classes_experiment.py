@@ -20,7 +20,7 @@ from icgd.experiments.function_classes import (
 )
 from icgd.experiments.function_classes.evaluation import _model_at_queries
 from icgd.models import GPT, GPTConfig
-from icgd.reporting.figures import draw_figures
+from icgd.runs.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 from icgd.tasks.function_classes import ShiftConfig
 

@@ -16,7 +16,7 @@ from icgd.experiments.gd_vs_transformer.measurements import (
     off_pattern_ratio,
     with_weights,
 )
-from icgd.reporting.figures import draw_figures
+from icgd.runs.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 TINY = list(EXPERIMENT.presets["smoke"])

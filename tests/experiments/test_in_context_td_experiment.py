@@ -18,7 +18,7 @@ from icgd.experiments.in_context_td import (
     td_sampler,
 )
 from icgd.models import TDTransformer, TDTransformerConfig
-from icgd.reporting.figures import draw_figures
+from icgd.runs.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 TINY = list(EXPERIMENT.presets["smoke"])

@@ -14,7 +14,7 @@ from icgd.experiments.looped_transformer import (
     LoopedTransformerConfig,
     LoopedTransformerExperiment,
 )
-from icgd.reporting.figures import draw_figures
+from icgd.runs.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 TINY = list(SMOKE)

@@ -15,7 +15,7 @@ from icgd.core.figures import read_arrays
 from icgd.core.results import read_result
 from icgd.experiments.one_step_gd import EXPERIMENT, OneStepGD, OneStepGDConfig
 from icgd.experiments.one_step_gd.lengths import fit_floor
-from icgd.reporting.figures import draw_figures
+from icgd.runs.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 from icgd.tasks import LinearRegression, LinearRegressionConfig
 from icgd.theory import (

@@ -17,7 +17,7 @@ from icgd.experiments.optimal_transport import (
     eval_depths,
     plan_of,
 )
-from icgd.reporting.figures import draw_figures
+from icgd.runs.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 TINY = list(EXPERIMENT.presets["smoke"])

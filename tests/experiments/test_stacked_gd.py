@@ -8,7 +8,7 @@ import pytest
 
 from icgd.core.results import read_result
 from icgd.experiments.stacked_gd import EXPERIMENT, StackedGD, StackedGDConfig
-from icgd.reporting.figures import draw_figures
+from icgd.runs.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 TINY = list(EXPERIMENT.presets["smoke"])

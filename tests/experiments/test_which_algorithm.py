@@ -20,7 +20,7 @@ from icgd.experiments.which_algorithm import (
 )
 from icgd.experiments.which_algorithm.prefixes import line_search_gd, prefix_prompts, summed_gd
 from icgd.models import LinearSelfAttention, LSAConfig
-from icgd.reporting.figures import draw_figures
+from icgd.runs.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 TINY = list(SMOKE)  # the smoke preset: d = 3, depths 1 and 2, σ ∈ {0, 0.5}, a few steps

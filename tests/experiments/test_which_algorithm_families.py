@@ -20,7 +20,7 @@ from icgd.experiments.which_algorithm.prefixes import (
     prefix_protocol,
 )
 from icgd.models import LSASpec, build_model, model_spec
-from icgd.reporting.figures import draw_figures
+from icgd.runs.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 from icgd.tasks import LinearRegression
 

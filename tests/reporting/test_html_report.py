@@ -22,8 +22,8 @@ import pytest
 
 from icgd.cli import main
 from icgd.core.results import read_result, write_result
-from icgd.reporting.figures import draw_figures
 from icgd.reporting.html import write_report
+from icgd.runs.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 REPO = Path(__file__).resolve().parents[2]

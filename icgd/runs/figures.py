@@ -1,10 +1,11 @@
 """Figures drawn from a saved run folder (`result.json`, `metrics.jsonl`, `arrays.safetensors`).
 
-Used by the CLI after a run and by the HTML report (`--redraw`). Reads files only, so figures can
-be redrawn without rerunning: `draw_figures(run_dir)` looks the run's experiment up in the
-registry and calls its own `figures(run_dir, result, out)` (each experiment's `figures.py`), in
-the shared style of `icgd.core.style`. Every figure is written as PNG and as SVG (same name;
-`icgd.core.figures.save`).
+`draw_figures(run_dir)` looks the run's experiment up in the registry and calls its own
+`figures(run_dir, result, out)` (each experiment's `figures.py`) in the shared style of
+`icgd.core.style`; every figure is written as PNG and SVG (`icgd.core.figures.save`). It reads
+files only, so figures can be redrawn without rerunning. The CLI calls it after a run and hands
+it to the HTML report for `icgd report --redraw`: the reporting layer reads run folders and never
+imports an experiment.
 """
 
 from __future__ import annotations
