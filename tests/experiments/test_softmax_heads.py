@@ -21,7 +21,7 @@ from icgd.experiments.softmax_heads import (
 )
 from icgd.models import SoftmaxAttention
 from icgd.models.softmax_attention import SoftmaxAttentionConfig
-from icgd.reporting.figures import draw_figures
+from icgd.runs.figures import draw_figures
 from icgd.runs.runner import prepare_run_dir, resolve_config, run_experiment
 
 NAMES = [
