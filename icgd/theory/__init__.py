@@ -3,6 +3,7 @@
 Imports only `icgd.core`, so every result here is an independent check on the algorithms.
 """
 
+from icgd.theory.debiased_gd import debiased_one_step_floor, debiased_one_step_risk, m_star
 from icgd.theory.decision_lists import (
     DecisionListMasses,
     decision_list_masses,
@@ -47,6 +48,8 @@ __all__ = [
     "StackedOptimum",
     "WishartMoments",
     "ahn_optimal_preconditioner",
+    "debiased_one_step_floor",
+    "debiased_one_step_risk",
     "decision_list_masses",
     "dominance_ratios",
     "expected_s_m_s",
@@ -56,6 +59,7 @@ __all__ = [
     "gradient_flow",
     "heads",
     "looped_loss",
+    "m_star",
     "mode_a_constants",
     "mode_b_conditions",
     "one_layer_loss",

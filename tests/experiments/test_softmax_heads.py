@@ -34,7 +34,13 @@ NAMES = [
     "debiased_explains",
     "softmax_length_generalises",
     "fixed_scale_linear_does_not",
+    "first_order_step_optimal",
+    "mse_at_debiased_floor",
 ]
+NEW_CLAIMS = {  # claim → (measured key, expected key)
+    "first_order_step_optimal": ("step_first_order", "step_theory"),
+    "mse_at_debiased_floor": ("test_mse_softmax_n", "mse_floor_mc"),
+}
 IDEAL = {
     "kq_dist_max": 0.05,
     "y_mass_max": 0.05,
@@ -45,6 +51,10 @@ IDEAL = {
     "r2_debiased": 0.95,
     "softmax_ratio_2n": 0.6,
     "lsa_fixed_ratio_2n": 2.8,
+    "step_first_order": 0.80,
+    "step_theory": 0.80,
+    "test_mse_softmax_n": 1.22,
+    "mse_floor_mc": 1.21,
 }
 BROKEN = {
     "kq_dist_max": 0.5,
@@ -56,6 +66,8 @@ BROKEN = {
     "r2_debiased": 0.5,
     "softmax_ratio_2n": 1.1,
     "lsa_fixed_ratio_2n": 0.7,
+    "step_first_order": 0.88,
+    "test_mse_softmax_n": 1.331,
 }
 
 
@@ -69,6 +81,18 @@ def test_claims_pass_on_ideal_metrics_and_fail_one_by_one():
             c.name for c in SoftmaxHeads().claims(config, IDEAL | {key: value}) if not c.passed
         ]
         assert len(failed) == 1, (key, failed)
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+@pytest.mark.parametrize("claim", sorted(NEW_CLAIMS))
+def test_new_claims_fail_alone_when_10_percent_off(claim, factor):
+    measured, expected = NEW_CLAIMS[claim]
+    config = SoftmaxHeadsConfig()
+    exact = IDEAL | {measured: IDEAL[expected]}
+    assert all(c.passed for c in SoftmaxHeads().claims(config, exact))
+    off = exact | {measured: factor * IDEAL[expected]}
+    failed = [c.name for c in SoftmaxHeads().claims(config, off) if not c.passed]
+    assert failed == [claim]
 
 
 def _pair(d: int, mu: float, omega: float) -> SoftmaxAttention:
@@ -172,6 +196,10 @@ def test_tiny_run_writes_a_complete_folder(tmp_path):
     # the fixed-scale variant is the prompt-normalised LSA at the training length
     assert m["test_mse_lsa"][1] == pytest.approx(m["test_mse_lsa_fixed_scale"][1], rel=1e-12)
     assert len(m["kq_dist"]) == 4 and [c.name for c in result.claims] == NAMES
+    # the pipeline's debiased predictor is the one of the theory: MC floor vs exact, within 4 SE
+    assert m["step_theory"] == pytest.approx(8 * 5 / (8 * 5 + 5 * (5 + 0.01)), rel=1e-12)
+    assert abs(m["mse_floor_mc"] - m["mse_floor_theory"]) <= 4 * m["mse_floor_mc_se"]
+    assert m["test_mse_softmax_n"] == m["test_mse_softmax"][1]
     for sub in ("softmax", "lsa"):
         assert (run_dir / sub / "checkpoint.safetensors").is_file(), sub
     figures = {p.name for p in draw_figures(run_dir)}

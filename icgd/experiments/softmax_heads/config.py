@@ -54,6 +54,13 @@ class Tolerances(Config):
     - length: softmax MSE at 2n ≤ MSE at n (ratio ≤ 1, no tolerance: a paired comparison,
       and the expected drop is ~40%); fixed-scale linear attention MSE at 2n > MSE at n
       (ratio ≥ 1, no tolerance; theory predicts ≈ 2.8).
+    - first-order step Σ_h μ_h ω_h within 7.5% (relative) of m* = n b / (n b + d (b + σ²)), and
+      the test MSE at n within 7.5% of the MC floor (debiased one-step GD at m* on the same test
+      prompts): set from seeds 1 and 2 of this recipe, measured before these claims existed (step
+      0.8146 in both, +1.9% over m* = 0.7997; test MSE at n 1.243 and 1.232, +2.6% and +1.7% over
+      the exact floor 1.2115, whose MC estimate has an SE of ≈ 1%). The gap is systematic (the
+      O(ω³) remainder; the weight decay's ≈ 1.6% MSE bias), so 7.5% ≈ 3× the largest measured gap,
+      and still below the 10% error the tests require it to catch.
     """
 
     kq_dist: NonNegativeFloat = 0.2  # max_h Dist(KQ_h[:d,:d], I) ≤ this
@@ -62,6 +69,8 @@ class Tolerances(Config):
     ov_x: NonNegativeFloat = 0.1  # max_h ‖o_h[:d]‖ / ‖o_h‖ ≤ this
     zero_sum: NonNegativeFloat = 0.1  # |Σ_h o_h[d]| / Σ_h |o_h[d]| ≤ this
     r2_debiased: NonNegativeFloat = 0.8  # R²(debiased GD) ≥ this
+    step: NonNegativeFloat = 0.075  # |Σ_h μ_h ω_h − m*| ≤ this · m*
+    mse_floor: NonNegativeFloat = 0.075  # |MSE(softmax, n) − MC floor| ≤ this · floor
 
 
 class SoftmaxHeadsConfig(ExperimentConfig):

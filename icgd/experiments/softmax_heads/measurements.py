@@ -13,6 +13,7 @@ from icgd.core.prompts import build_prompt
 from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.softmax_heads.config import SoftmaxHeadsConfig
 from icgd.tasks import LinearRegression
+from icgd.theory import m_star
 
 EVAL_CHUNK = 1024  # prompts per forward pass at test time: bounds the (B, H, n+1, n+1) scores
 
@@ -82,7 +83,11 @@ def length_errors(config: SoftmaxHeadsConfig, soft, lsa) -> dict:
 
     Test prompts in float64, nested over the context length: the prompt of length L uses the
     first L points of the longest one, so the errors at different lengths are paired. Returns
-    `soft`, `lsa`, `fixed` (lists over the lengths) and `c_deb`, `r2_deb`, `c_plain`, `r2_plain`.
+    `soft`, `lsa`, `fixed` (lists over the lengths) and `c_deb`, `r2_deb`, `c_plain`, `r2_plain`;
+    and, at length n on the same prompts (no new random draws), the Monte Carlo floor `deb_floor`:
+    the MSE of debiased one-step GD at the optimal step m* (`icgd.theory.m_star`, b = E‖w‖² = d
+    for the task's w ~ N(0, I_d)), its SE `deb_floor_se`, and the SE of the paired difference
+    softmax − floor, `soft_minus_floor_se`.
     """
     device = torch.device(config.device)
     lengths = config.lengths
@@ -106,6 +111,12 @@ def length_errors(config: SoftmaxHeadsConfig, soft, lsa) -> dict:
             predictors = one_step_predictors(test.X[:, :L], test.y[:, :L], test.x_q)
             c_deb, r2_deb = scalar_fit_r2(y_soft, predictors["debiased"])
             c_plain, r2_plain = scalar_fit_r2(y_soft, predictors["plain"])
+            step = m_star(L, config.d, float(config.d), config.noise_std)
+            sq_floor = (step * predictors["debiased"] - test.y_q).square()
+            sq_diff = (y_soft - test.y_q).square() - sq_floor
+            root_b = len(sq_floor) ** 0.5
+            floor = (float(sq_floor.mean()), float(sq_floor.std() / root_b))
+            diff_se = float(sq_diff.std() / root_b)
     return {
         "soft": err_soft,
         "lsa": err_lsa,
@@ -114,4 +125,7 @@ def length_errors(config: SoftmaxHeadsConfig, soft, lsa) -> dict:
         "r2_deb": r2_deb,
         "c_plain": c_plain,
         "r2_plain": r2_plain,
+        "deb_floor": floor[0],
+        "deb_floor_se": floor[1],
+        "soft_minus_floor_se": diff_se,
     }
