@@ -7,6 +7,8 @@ Every registered algorithm carries an `example` (the `Algorithm` protocol of
 import torch
 from torch import Tensor
 
+from icgd.algorithms.chebyshev import chebyshev_iteration, richardson_iteration, spectral_interval
+from icgd.algorithms.debiased_gd import debiased_gd
 from icgd.algorithms.entropic_ot import (
     OTResult,
     semi_dual,
@@ -22,6 +24,7 @@ from icgd.algorithms.gd import (
     gradient_descent,
     preconditioned_gd,
 )
+from icgd.algorithms.gd_beta import fit_gd_beta_init, gd_beta
 from icgd.algorithms.gd_plus_plus import (
     fit_gd_plus_plus,
     gd_plus_plus,
@@ -31,6 +34,7 @@ from icgd.algorithms.gd_plus_plus import (
 )
 from icgd.algorithms.lasso import LassoResult, fista_lasso_gram, lasso, prefix_lasso
 from icgd.algorithms.least_squares import bayes_posterior_mean, ols, ridge
+from icgd.algorithms.newton import NewtonResult, iterative_newton, newton_alpha
 from icgd.algorithms.plugins import AlgorithmExample, with_example
 from icgd.algorithms.prefix import (
     prefix_averaging,
@@ -40,6 +44,7 @@ from icgd.algorithms.prefix import (
     prefix_ridge,
 )
 from icgd.algorithms.relu_net import ReLUNetFit, fit_relu_nets, init_relu_nets, prefix_relu_net
+from icgd.algorithms.task_pool import TaskPoolResult, task_pool_posterior
 from icgd.algorithms.td import (
     TDResult,
     average_reward_td,
@@ -55,25 +60,33 @@ from icgd.algorithms.trees import prefix_boosting, prefix_decision_tree
 __all__ = [
     "GDResult",
     "LassoResult",
+    "NewtonResult",
     "OTResult",
     "ReLUNetFit",
     "TDResult",
+    "TaskPoolResult",
     "average_reward_td",
     "batch_td0",
     "bayes_posterior_mean",
     "best_step_size",
+    "chebyshev_iteration",
+    "debiased_gd",
     "eligibility_traces",
     "empirical_risk_gradient",
     "fista_lasso_gram",
+    "fit_gd_beta_init",
     "fit_gd_plus_plus",
     "fit_relu_nets",
+    "gd_beta",
     "gd_plus_plus",
     "gd_plus_plus_spectral",
     "gd_plus_plus_steps",
     "gd_plus_plus_transform",
     "gradient_descent",
     "init_relu_nets",
+    "iterative_newton",
     "lasso",
+    "newton_alpha",
     "ols",
     "preconditioned_gd",
     "prefix_averaging",
@@ -86,12 +99,15 @@ __all__ = [
     "prefix_relu_net",
     "prefix_ridge",
     "residual_gradient",
+    "richardson_iteration",
     "ridge",
     "semi_dual",
     "semi_dual_ascent",
     "semi_dual_gradient",
     "sinkhorn_log",
+    "spectral_interval",
     "squared_distances",
+    "task_pool_posterior",
     "td_errors",
     "td_fixed_point",
     "td_lambda",
@@ -154,6 +170,16 @@ def _relu_net(B: int, g: torch.Generator) -> AlgorithmExample:
     return AlgorithmExample({**_regression(g, B, "each"), "init": init}, {"hidden": 4, "steps": 3})
 
 
+def _gd_beta(B: int, g: torch.Generator) -> AlgorithmExample:
+    options = {"w0": _normal(g, 3), "step_sizes": 0.1, "n_steps": 3}
+    return AlgorithmExample(_regression(g, B), options, out_axis=1)
+
+
+def _task_pool(B: int, g: torch.Generator) -> AlgorithmExample:
+    options = {"tasks": _normal(g, 4, 3), "noise_std": 0.5}
+    return AlgorithmExample(_regression(g, B), options, out_axis=1)
+
+
 _EXAMPLES = {
     gradient_descent: lambda B, g: AlgorithmExample(
         _regression(g, B), {"step_sizes": 0.1, "n_steps": 3}, out_axis=1
@@ -186,6 +212,18 @@ _EXAMPLES = {
     semi_dual_ascent: lambda B, g: AlgorithmExample(
         _cost(g, B), {"eps": 0.5, "steps": 4, "return_iterates": True}, out_axes={"iterates": 1}
     ),
+    iterative_newton: lambda B, g: AlgorithmExample(
+        _regression(g, B), {"n_steps": 3}, out_axis=1, out_axes={"alpha": 0}
+    ),
+    richardson_iteration: lambda B, g: AlgorithmExample(
+        _regression(g, B), {"n_steps": 3}, out_axis=1
+    ),
+    chebyshev_iteration: lambda B, g: AlgorithmExample(
+        _regression(g, B), {"n_steps": 4}, out_axis=1
+    ),
+    gd_beta: _gd_beta,
+    task_pool_posterior: _task_pool,
+    debiased_gd: lambda B, g: AlgorithmExample(_regression(g, B), {"step_sizes": 0.5}, out_axis=1),
 }
 for _algorithm, _example in _EXAMPLES.items():
     with_example(_algorithm, _example)
