@@ -35,12 +35,14 @@ IDEAL = {
     "loss_theory_held_out": 1.445,
     "gamma_scale": 0.762,
     "gamma_scale_theory": 0.7619,
+    "flow_gamma_rel_error": 1e-14,
 }
 BROKEN = {
     "leak_ratio": 0.2,
     "gamma_rel_error": 0.2,
     "loss": 1.6,
     "gamma_scale": 0.769,  # the noiseless step n/(n+d+1): the noise correction is missed
+    "flow_gamma_rel_error": 1e-3,  # the flow stopped short of (or away from) ZFB's Γ⁻¹
 }
 
 
@@ -74,6 +76,7 @@ def test_claims_pass_on_ideal_metrics_and_fail_one_by_one():
         "kept_scale_40",
         "kept_scale_80",
         "kept_scale_320",
+        "flow_ends_at_zfb_gamma",
     ]
     assert all(c.passed for c in claims)
     broken = BROKEN | {k: 1.1 * v for k, v in ideal.items() if k.startswith("risk_")
@@ -234,6 +237,12 @@ def test_tiny_run_writes_a_complete_folder(tmp_path, setting):
     figures = {p.name for p in draw_figures(run_dir)}
     assert {"training_loss.png", "P_Q_heatmaps.png", "gamma_heatmaps.png"} <= figures
     assert "test_length_risk.png" in figures
+    # ZFB Thm 4.1: the population flow from their init ends at Γ⁻¹ (ZFB's law w ~ N(0, I) in
+    # every setting, so the inverse-prior setting checks the same theorem on its Σ).
+    claim = next(c for c in result.claims if c.name == "flow_ends_at_zfb_gamma")
+    assert claim.passed and m["flow_success"] == 1.0, claim
+    assert m["flow_loss_excess"] == pytest.approx(0.0, abs=1e-12)
+    assert "zfb_flow.png" in figures
 
 
 def test_inverse_prior_optimum_is_not_ahns_formula(tmp_path):

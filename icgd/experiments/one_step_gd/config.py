@@ -65,6 +65,30 @@ class Tolerances(Config):
     floor_rel: NonNegativeFloat = 0.05  # |a − R(∞)| ≤ this·R(∞)
     shift_rel: NonNegativeFloat = 0.03  # inputs × α at M = n: as `length_risk_rel`
     kept_scale_rel: NonNegativeFloat = 0.03  # prediction × M/n: as `length_risk_rel`
+    # ZFB Thm 4.1, the gradient flow's end point (`flow.py`). Fixed from the solver, not a run:
+    # the end time is `flow.relaxation_times` (100) e-folds of the slowest rate at the limit, so
+    # the flow's own distance is ~e⁻¹⁰⁰; what is left is the solver's error at its last steps
+    # (local tolerance rtol = 1e-10 relative to θ) amplified by at most the conditioning of the
+    # limit (fastest/slowest rate, ≲ 10⁴ in these settings): 1e-10 × 10⁴ = 1e-6. A wrong limit
+    # is orders of magnitude away: Γ without the noise term is ~1% off, the saddle at 0 is 100%.
+    flow_gamma_rel: NonNegativeFloat = 1e-6  # ‖Γ(T) − Γ_ZFB⁻¹‖_F ≤ this·‖Γ_ZFB⁻¹‖_F
+
+
+class FlowConfig(Config):
+    """The gradient flow of the population loss from ZFB's initialisation (`flow.py`).
+
+    `init_scale` is ZFB's σ (Assumption 3.3: value entry σ, key-query block σΘΘᵀ with
+    ‖ΘΘᵀ‖_F = 1; Θ drawn from `derive_seed(seed, "zfb_flow", "theta")`). The flow runs to
+    T = `relaxation_times` / λ, λ the closed-form lower bound on the slowest relaxation rate
+    at the limit; `rtol`, `atol` are LSODA's local tolerances; `n_records` log-spaced times are
+    recorded (for the gradient-dominance minimum and the figure).
+    """
+
+    init_scale: PositiveFloat = 0.1
+    relaxation_times: Annotated[float, Field(ge=10)] = 100.0
+    rtol: Annotated[float, Field(gt=0, le=1e-6)] = 1e-10
+    atol: Annotated[float, Field(gt=0, le=1e-6)] = 1e-12
+    n_records: Annotated[int, Field(ge=10, le=10_000)] = 120
 
 
 class OneStepGDConfig(ExperimentConfig):
@@ -91,6 +115,8 @@ class OneStepGDConfig(ExperimentConfig):
     test_length_factors: tuple[PositiveFloat, ...] = (0.5, 2.0, 4.0, 16.0)
     shift_alphas: tuple[PositiveFloat, ...] = (0.5, 2.0)
     length_batch_size: Annotated[int, Field(ge=16)] = 65536
+    # ZFB Thm 4.1: the population gradient flow from their initialisation (no sampling).
+    flow: FlowConfig = FlowConfig()
     tolerances: Tolerances = Tolerances()
 
     @property

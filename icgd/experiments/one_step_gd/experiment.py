@@ -23,6 +23,10 @@ step from `one_layer_loss` (both exact, float64, no Monte Carlo).
 Entries of P and Q that never reach ŷ in one layer — the x-rows of P and the y-column of Q (it
 meets the query's label entry, which is 0) — get exactly zero gradient and stay at their initial
 values; they are reported (`inert_norm`), not claimed.
+
+Beside the trained layer (`flow.py`, Zhang, Frei, Bartlett 2024 Thm 4.1): the gradient flow of the
+exact population loss from ZFB's initialisation, integrated by LSODA, ends at their Γ⁻¹ (claim
+`flow_ends_at_zfb_gamma`, metrics `flow_*`); ZFB's law w* ~ N(0, I) on the setting's Σ, n, σ.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.api import MemoryEstimate, Outcome, RunContext
 from icgd.experiments.common import fit_lsa
 from icgd.experiments.one_step_gd.config import OneStepGDConfig
+from icgd.experiments.one_step_gd.flow import flow_claim, flow_metrics
 from icgd.experiments.one_step_gd.lengths import length_claims, length_metrics
 from icgd.models import LSAConfig
 from icgd.tasks import LinearRegression
@@ -128,6 +133,11 @@ class OneStepGD:
         extra, arrays = length_metrics(config, task, model, gamma_star, outcome.arrays["gamma"])
         outcome.metrics.update(extra)
         outcome.arrays.update(arrays)
+        # ZFB Thm 4.1: the population gradient flow from their init (no sampling, no RNG but
+        # its own Θ stream, so nothing above moves).
+        extra, arrays = flow_metrics(config, task.sigma.double().cpu())
+        outcome.metrics.update(extra)
+        outcome.arrays.update(arrays)
         return outcome
 
     def _analyse(
@@ -209,6 +219,8 @@ class OneStepGD:
         - isotropic only (Mahankali et al.): tr Γ/d within 0.5% of n/(n+d+1+σ²): the noise moves
           the optimal step by σ²/(n+d+1+σ²) ≈ 0.95%, so the tolerance is below half of that and
           the claim tells the noisy optimum from the noiseless one.
+        - the ZFB flow's end point within 1e-6 of Γ⁻¹ (relative): from the solver's tolerances
+          (`Tolerances.flow_gamma_rel`).
         """
         tol = config.tolerances
         claims = [
@@ -248,7 +260,7 @@ class OneStepGD:
                     "rel",
                 )
             )
-        return claims + length_claims(config, metrics)
+        return claims + length_claims(config, metrics) + [flow_claim(config, metrics)]
 
     def figures(self, run_dir: Path, result: Result, out: Path) -> list[Path]:
         from icgd.experiments.one_step_gd.figures import draw

@@ -1,5 +1,5 @@
 """Figures of `one-step-gd`: training loss vs the Γ* optimum, heat maps of P and Q (which blocks
-survive), and Γ next to Γ*."""
+survive), Γ next to Γ*, risk vs test length, and the population gradient flow from ZFB's init."""
 
 from __future__ import annotations
 
@@ -66,7 +66,36 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
         paths.append(save(fig, out / "gamma_heatmaps.png"))
     if "length_M" in arrays:
         paths.append(_test_length_figure(plt, arrays, m, out, setting))
+    if "flow_t" in arrays:
+        tol = next((c.tolerance for c in result.claims if c.name == "flow_ends_at_zfb_gamma"), None)
+        paths.append(_flow_figure(plt, arrays, m, out, setting, tol))
     return paths
+
+
+def _flow_figure(plt, arrays, m: dict, out: Path, setting: str, tol: float | None) -> Path:
+    """ZFB Thm 4.1: the population loss along the gradient flow from their init (minus the
+    closed-form optimum) and the distance of its preconditioner cAᵀ from Γ⁻¹ (log axes; t = 0
+    and points at or below the rounding level are left out)."""
+    t = arrays["flow_t"].numpy()
+    gap = arrays["flow_loss"].numpy() - m.get("flow_loss_theory", 0.0)
+    dist = arrays["flow_gamma_rel"].numpy()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.9))
+    keep = (t > 0) & (gap > 1e-15)
+    axes[0].plot(t[keep], gap[keep], "C0-")
+    axes[0].set(xscale="log", yscale="log", xlabel="flow time t (loss without ½)",
+                ylabel="L(θ(t)) − L*",
+                title=f"loss along the flow from ZFB's init ({setting})")  # fmt: skip
+    keep = (t > 0) & (dist > 0)
+    axes[1].plot(t[keep], dist[keep], "C1-", label="‖cAᵀ − Γ⁻¹‖_F / ‖Γ⁻¹‖_F")
+    if m.get("flow_rate_bound"):
+        axes[1].axvline(1 / m["flow_rate_bound"], color="grey", ls=":", lw=1,
+                        label="1 / (slowest-rate bound)")  # fmt: skip
+    if tol:
+        axes[1].axhline(tol, color="k", ls="--", lw=1, label="claim's tolerance")
+    axes[1].set(xscale="log", yscale="log", xlabel="flow time t", ylabel="relative distance",
+                title="preconditioner vs ZFB's Γ⁻¹")  # fmt: skip
+    axes[1].legend(fontsize=8)
+    return save(fig, out / "zfb_flow.png")
 
 
 def _test_length_figure(plt, arrays, m: dict, out: Path, setting: str) -> Path:
