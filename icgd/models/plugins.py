@@ -11,6 +11,7 @@ it (`MODELS.register("name", obj)`); a plugin declares an entry point in its `py
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Any
 
 from icgd.core.registry import Registry
@@ -19,7 +20,11 @@ __all__ = ["MODELS"]
 
 
 def _builtins() -> None:
-    importlib.import_module("icgd.models")  # every module registers its own models
+    """Import every module of `icgd.models`: each registers its own models at its bottom, so a
+    new model module needs no list edited anywhere."""
+    package = importlib.import_module("icgd.models")
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"icgd.models.{module.name}")
 
 
 MODELS: Registry[Any] = Registry("model", "icgd.models", builtins=_builtins)
