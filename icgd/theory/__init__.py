@@ -12,6 +12,14 @@ from icgd.theory.decision_lists import (
 )
 from icgd.theory.flow import FlowResult, dominance_ratios, gradient_dominance, gradient_flow
 from icgd.theory.gatmiry import gatmiry_constant, gradient_dominance_constant
+from icgd.theory.landscape import (
+    LandscapeMinimum,
+    loss_gap,
+    minimise_looped_loss,
+    whitened_draws,
+    whitened_gradient,
+    whitened_loss,
+)
 from icgd.theory.looped import LoopedOptimum, looped_loss, optimal_loop_scale
 from icgd.theory.one_layer import (
     ahn_optimal_preconditioner,
@@ -34,14 +42,34 @@ from icgd.theory.population import (
     sparse_heads,
 )
 from icgd.theory.preconditioner_loss import preconditioner_loss
-from icgd.theory.skew import SkewCurvature, skew_curvature
+from icgd.theory.skew import (
+    SkewCurvature,
+    skew_curvature,
+    skew_curvature_from_eigenvalues,
+    skew_curvature_limit,
+)
 from icgd.theory.stacked import StackedOptimum, optimal_layer_scales, stacked_loss
-from icgd.theory.wishart import WishartMoments, whitened_wishart_moments
+from icgd.theory.wishart import (
+    WishartMoments,
+    moments_from_eigenvalues,
+    whitened_eigenvalues,
+    whitened_wishart_moments,
+)
 
 __all__ = [
+    "whitened_loss",
+    "whitened_gradient",
+    "whitened_eigenvalues",
+    "whitened_draws",
+    "skew_curvature_limit",
+    "skew_curvature_from_eigenvalues",
+    "moments_from_eigenvalues",
+    "minimise_looped_loss",
+    "loss_gap",
     "DecisionListMasses",
     "FlowResult",
     "GaussianRegression",
+    "LandscapeMinimum",
     "LoopedOptimum",
     "PopulationDraws",
     "SkewCurvature",

@@ -95,3 +95,79 @@ def skew_curvature(
         curvature=float(values.mean()),
         se=float(values.std() / math.sqrt(values.numel())),
     )
+
+
+# ------------------------------------------------------------------ the same number, in closed form
+#
+# In the eigenbasis of one draw, S̃ = VΛVᵀ, M₀ = I − aS̃ = V diag(μ) Vᵀ (μ_i = 1 − aλ_i) commutes
+# with S̃. With K̃ = VᵀKV, N = KS̃ and f(t) = ‖(M₀ − tN)^L‖_F²:
+#   d/dt (M₀ − tN)^L     = −Σ_k M₀^k N M₀^{L−1−k}           → entries −K̃_ij λ_j h₁(μ_i, μ_j),
+#   d²/dt² (M₀ − tN)^L   = 2 Σ_{p+q+r=L−2} M₀^p N M₀^q N M₀^r,
+# with h₁(x, y) = Σ_{k<L} x^k y^{L−1−k} and h₂(x, y) = Σ_{q≤L−2} (L−1−q) x^{L−2−q} y^q. Since
+# f'' = 2‖D₁‖² + 2 tr(M₀^L D₂) and K̃_ji = −K̃_ij,
+#   f''(0) = 2 Σ_{i≠j} K̃_ij² (λ_j² h₁(μ_i, μ_j)² − 2 μ_i^L λ_i λ_j h₂(μ_i, μ_j)).
+# V is Haar and independent of Λ, so K̃ is a uniformly rotated unit antisymmetric matrix and
+# E[K̃_ij²] = 1/(d(d−1)) for i ≠ j: averaging over V exactly leaves an expectation over the
+# eigenvalues alone (lower variance than the finite differences above, and independent of them).
+
+
+def _divided_sums(x: torch.Tensor, y: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``h₁(x, y)`` and ``h₂(x, y)`` of the comment above, elementwise (no division)."""
+    h1 = sum(x**k * y ** (L - 1 - k) for k in range(L))
+    h2 = sum((L - 1 - q) * x ** (L - 2 - q) * y**q for q in range(L - 1)) if L >= 2 else 0 * x
+    return h1, h2
+
+
+def _pair_average(terms: torch.Tensor) -> torch.Tensor:
+    """``2/(d(d−1)) Σ_{i≠j} terms_ij`` per draw, terms (S, d, d)."""
+    d = terms.shape[-1]
+    off = ~torch.eye(d, dtype=torch.bool)
+    return 2 * (terms * off).sum(dim=(-1, -2)) / (d * (d - 1))
+
+
+def skew_curvature_from_eigenvalues(L: int, a: float, eigenvalues: torch.Tensor) -> SkewCurvature:
+    """``c(L, n, d)`` at scale ``a`` from (S, d) eigenvalues of ``S̃`` (`whitened_eigenvalues`),
+    exact over the eigenvectors (comment above); SE over the draws. ``n`` is reported as 0."""
+    S, d = eigenvalues.shape
+    if d < 2 or L < 1:
+        raise ValueError(f"need d >= 2 and L >= 1; got {L=}, {d=}")
+    lam = eigenvalues.to(torch.float64)
+    mu = 1.0 - a * lam
+    h1, h2 = _divided_sums(mu[:, :, None], mu[:, None, :], L)
+    li, lj = lam[:, :, None], lam[:, None, :]
+    values = _pair_average(lj**2 * h1**2 - 2 * mu[:, :, None] ** L * li * lj * h2)
+    return SkewCurvature(
+        L=L,
+        n=0,
+        d=d,
+        a=float(a),
+        curvature=float(values.mean()),
+        se=float(values.std() / math.sqrt(S)),
+    )
+
+
+def skew_curvature_limit(
+    L: int, d: int, *, n_samples: int = 100_000, seed: int = 0
+) -> tuple[float, float]:
+    """``(C, SE)`` with ``n^{L−1} c(L, n, d) → C(L, d)`` as n → ∞ at fixed L, d.
+
+    For large n, ``√n (S̃ − I) → W`` (symmetric, ``W_ii ~ N(0, 2)``, ``W_ij ~ N(0, 1)``), ``a* =
+    1 + O(1/n)``, so ``μ_i = −g_i/√n + O(1/n)`` with g the eigenvalues of W, and by homogeneity of
+    h₁ (degree L−1) and μ^L h₂ (degree 2L−2) the formula above becomes ``n^{−(L−1)}`` times
+    ``E 2/(d(d−1)) Σ_{i≠j} (h₁(g_i, g_j)² − 2 g_i^L h₂(g_i, g_j))``. For L = 2 this is exactly
+    ``2/(d(d−1)) · 2 E[(tr W)² − ‖W‖_F²] = −4`` (``E(tr W)² = 2d``, ``E‖W‖_F² = d(d+1)``), so the
+    saddle persists for all large n (for L = 1 the loss is quadratic and c = 2(n + d + 1)/n > 0).
+    Monte Carlo over W.
+    """
+    if d < 2 or L < 1:
+        raise ValueError(f"need d >= 2 and L >= 1; got {L=}, {d=}")
+    generator = make_generator(seed)
+    values = []
+    for start in range(0, n_samples, _CHUNK):
+        size = min(_CHUNK, n_samples - start)
+        w = torch.randn(size, d, d, generator=generator, dtype=torch.float64)
+        g = torch.linalg.eigvalsh((w + w.transpose(1, 2)) / math.sqrt(2))  # (s, d)
+        h1, h2 = _divided_sums(g[:, :, None], g[:, None, :], L)
+        values.append(_pair_average(h1**2 - 2 * g[:, :, None] ** L * h2))
+    v = torch.cat(values)
+    return float(v.mean()), float(v.std() / math.sqrt(v.numel()))

@@ -71,33 +71,42 @@ class WishartMoments:
         return self.samples[:, : coeffs.shape[0]] @ coeffs
 
 
-def whitened_wishart_moments(
-    n: int, d: int, max_order: int, n_samples: int = 200_000, seed: int = 0
-) -> WishartMoments:
-    """Monte Carlo power sums ``tr(S̃^k)``, ``k = 0..max_order``, of ``S̃ = GᵀG / n``.
+def whitened_eigenvalues(n: int, d: int, n_samples: int = 200_000, seed: int = 0) -> torch.Tensor:
+    """(S, d) ascending eigenvalues of ``S̃ = GᵀG/n``, G (n, d) standard normal, float64.
 
     Draws ``n_samples`` matrices ``G`` in chunks of fixed size from a generator seeded with
-    ``seed`` (global RNG untouched), computes the eigenvalues with a batched ``eigvalsh`` in
-    float64 and keeps the per-draw power sums.
+    ``seed`` (global RNG untouched) and runs a batched ``eigvalsh``.
     """
-    if n < 1 or d < 1 or max_order < 0 or n_samples < 2:
-        raise ValueError(
-            f"need n >= 1, d >= 1, max_order >= 0, n_samples >= 2; got {n=}, {d=}, "
-            f"{max_order=}, {n_samples=}"
-        )
+    if n < 1 or d < 1 or n_samples < 2:
+        raise ValueError(f"need n >= 1, d >= 1, n_samples >= 2; got {n=}, {d=}, {n_samples=}")
     generator = make_generator(seed)
-    powers = torch.arange(max_order + 1, dtype=torch.float64)
     out = []
     done = 0
     while done < n_samples:
         size = min(_CHUNK, n_samples - done)
         g = torch.randn(size, n, d, generator=generator, dtype=torch.float64)  # (s, n, d)
-        s_tilde = g.transpose(1, 2) @ g / n  # (s, d, d)
-        lam = torch.linalg.eigvalsh(s_tilde)  # (s, d)
-        out.append((lam.unsqueeze(-1) ** powers).sum(dim=1))  # (s, K+1)
+        out.append(torch.linalg.eigvalsh(g.transpose(1, 2) @ g / n))  # (s, d)
         done += size
-    samples = torch.cat(out)  # (S, K+1)
-    return WishartMoments(n=n, d=d, moments=samples.mean(dim=0), samples=samples)
+    return torch.cat(out)
+
+
+def moments_from_eigenvalues(eigenvalues: torch.Tensor, n: int, max_order: int) -> WishartMoments:
+    """The power sums ``tr(S̃^k)``, ``k = 0..max_order``, of given (S, d) eigenvalues."""
+    powers = torch.arange(max_order + 1, dtype=torch.float64)
+    samples = (eigenvalues.unsqueeze(-1) ** powers).sum(dim=1)  # (S, K+1)
+    return WishartMoments(
+        n=n, d=eigenvalues.shape[-1], moments=samples.mean(dim=0), samples=samples
+    )
+
+
+def whitened_wishart_moments(
+    n: int, d: int, max_order: int, n_samples: int = 200_000, seed: int = 0
+) -> WishartMoments:
+    """Monte Carlo power sums ``tr(S̃^k)``, ``k = 0..max_order``, of ``S̃ = GᵀG / n``, from the
+    eigenvalues `whitened_eigenvalues` draws (per-draw power sums kept)."""
+    if max_order < 0:
+        raise ValueError(f"need max_order >= 0; got {max_order=}")
+    return moments_from_eigenvalues(whitened_eigenvalues(n, d, n_samples, seed), n, max_order)
 
 
 def moments_for_loops(

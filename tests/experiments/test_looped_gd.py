@@ -70,6 +70,29 @@ def test_claims_follow_the_setting():
     assert claims["alpha_is_optimal"].tolerance == 0.2 and claims["alpha_is_optimal"].passed
 
 
+def test_loss_claim_compares_with_the_landscape_minimiser_where_it_was_computed():
+    """Gatmiry's setting: the reference is the minimiser of the looped loss found from a*·I, not
+    a*·Σ⁻¹ (a saddle where c < 0); folders without that metric keep the old reference."""
+    config = LoopedGDConfig()
+    better = IDEAL | {"loss": 0.24, "loss_landscape_minimiser_held_out": 0.245}
+    claims = {c.name: c for c in LoopedGD().claims(config, better)}
+    assert claims["loss_is_optimal"].passed and claims["loss_is_optimal"].expected == 0.245
+    assert "minimiser" in claims["loss_is_optimal"].statement
+    old = {c.name: c for c in LoopedGD().claims(config, IDEAL | {"loss": 0.24})}
+    assert old["loss_is_optimal"].expected == IDEAL["loss_theory_held_out"]
+
+
+def test_structural_claim_says_why_it_fails_at_a_saddle():
+    config = LoopedGDConfig()
+    saddle = IDEAL | {"dist_whitened": 0.3, "skew_curvature": -0.014, "skew_curvature_se": 0.001}
+    saddle |= {"landscape_skew": 0.21}
+    claim = {c.name: c for c in LoopedGD().claims(config, saddle)}["whitened_is_identity"]
+    assert not claim.passed and "saddle" in claim.statement and "0.21" in claim.statement
+    minimum = IDEAL | {"skew_curvature": 0.05, "skew_curvature_se": 0.001}
+    claim = {c.name: c for c in LoopedGD().claims(config, minimum)}["whitened_is_identity"]
+    assert "saddle" not in claim.statement
+
+
 def test_default_spectrum_repeats_for_other_dimensions():
     assert LoopedGDConfig(d=7).task_config().eigenvalues == (1.0, 1.0, 0.25, 0.0625, 1.0, 1.0, 1.0)
     assert LoopedGDConfig(covariance="identity").task_config().eigenvalues is None
