@@ -16,6 +16,10 @@ entry-point group `icgd.experiments`) whose object satisfies the `Experiment` pr
 - `memory(config) -> MemoryEstimate | None`: the bytes the configured sizes need at their peak,
   checked by the runner against the device before anything is allocated.
 
+Optional: `task(config, sub="") -> Task`, the task the model saved in the run folder's `sub`
+folder was trained on (same law, same rotation), so tools such as `icgd identify` can draw fresh
+prompts for a saved model (`task_for`).
+
 The experiment knows nothing of folders' life, seeds, sweeps or signals: that is `icgd.runs`.
 Built-in experiments are found by scanning this package: every sub-package whose `__init__`
 defines `EXPERIMENT`. Nothing else lists them.
@@ -45,6 +49,7 @@ __all__ = [
     "MemoryEstimate",
     "Outcome",
     "RunContext",
+    "task_for",
 ]
 
 
@@ -206,3 +211,14 @@ def _builtin_packages() -> Iterator[tuple[str, Any]]:
 EXPERIMENTS: Registry[Experiment] = Registry(
     "experiment", "icgd.experiments", builtins=_builtin_packages, prepare=_prepare
 )
+
+
+def task_for(experiment: Experiment, config: Any, sub: str = "") -> Any:
+    """The task of the model in `sub` of a run of `experiment` with `config` (the optional
+    `task` method); a one-line error naming the experiment when it has none."""
+    method = getattr(experiment, "task", None)
+    if method is None:
+        raise InputError(
+            "source", f"{experiment.name!r} does not say which task its models were trained on"
+        )
+    return method(config, sub)

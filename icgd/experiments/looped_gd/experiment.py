@@ -73,14 +73,18 @@ class LoopedGD:
     Config = LoopedGDConfig
     presets = {"smoke": SMOKE}
 
-    def run(self, config: LoopedGDConfig, ctx: RunContext) -> Outcome:
-        device, dtype, L = torch.device(config.device), config.torch_dtype, config.loops
-        task = LinearRegression(
+    def task(self, config: LoopedGDConfig, sub: str = "") -> LinearRegression:
+        """The regression task both models (looped, and `stacked`) are trained on."""
+        return LinearRegression(
             config.task_config(),
             rotation_seed=derive_seed(config.seed, "rotation"),
-            device=device,
-            dtype=dtype,
+            device=torch.device(config.device),
+            dtype=config.torch_dtype,
         )
+
+    def run(self, config: LoopedGDConfig, ctx: RunContext) -> Outcome:
+        device, L = torch.device(config.device), config.loops
+        task = self.task(config)
         sigma = task.sigma
         held_out = task.sample(
             config.train.eval_batch_size, make_generator(derive_seed(config.seed, "eval"), device)

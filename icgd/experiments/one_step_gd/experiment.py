@@ -79,14 +79,18 @@ class OneStepGD:
     Config = OneStepGDConfig
     presets = {"smoke": SMOKE}
 
-    def run(self, config: OneStepGDConfig, ctx: RunContext) -> Outcome:
-        device, dtype = torch.device(config.device), config.torch_dtype
-        task = LinearRegression(
+    def task(self, config: OneStepGDConfig, sub: str = "") -> LinearRegression:
+        """The regression task of the setting the layer is trained on."""
+        return LinearRegression(
             config.task_config(),
             rotation_seed=derive_seed(config.seed, "rotation"),
-            device=device,
-            dtype=dtype,
+            device=torch.device(config.device),
+            dtype=config.torch_dtype,
         )
+
+    def run(self, config: OneStepGDConfig, ctx: RunContext) -> Outcome:
+        device = torch.device(config.device)
+        task = self.task(config)
         sigma64 = task.sigma.double().cpu()
         weight_cov64 = task.weight_covariance.double().cpu()
         noise = config.sigma_noise
