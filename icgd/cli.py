@@ -141,10 +141,7 @@ def run(
     With --seeds (or `seeds:` in the config) every seed runs in one process with training stacked
     over the seeds; the folder holds seed{k}/ run folders and the aggregated result.json.
     """
-    from icgd.reporting.console import draw_with_warnings, progress_bar
-    from icgd.reporting.tables import print_result
-    from icgd.runs.api import prepare, start
-    from icgd.runs.figures import draw_figures
+    from icgd.runs.api import prepare
 
     _check_device_dtype(device, dtype)
     prepared = prepare(
@@ -161,6 +158,17 @@ def run(
         tensorboard=True if tensorboard else None,
         resume=resume,
     )
+    _execute(prepared)
+
+
+def _execute(prepared) -> None:
+    """Run a prepared run folder with a progress bar, draw its figures, print its verdict, and
+    exit 0 (passed) or 1."""
+    from icgd.reporting.console import draw_with_warnings, progress_bar
+    from icgd.reporting.tables import print_result
+    from icgd.runs.api import start
+    from icgd.runs.figures import draw_figures
+
     console.print(f"run folder: {prepared.run_dir}", highlight=False)
     if prepared.retrying:
         console.print(f"resume: {prepared.retrying}", highlight=False)
@@ -171,6 +179,46 @@ def run(
             console.print(f"figure: {path}", highlight=False)
     print_result(loaded.result, console)
     raise typer.Exit(0 if loaded.status == "passed" else 1)
+
+
+@app.command("identify")
+def identify(
+    source: Annotated[
+        str,
+        typer.Argument(help="a run folder, or construction:gd|preconditioned-gd|iterative-newton"),
+    ],
+    algorithms: Annotated[
+        str | None,
+        typer.Option("--algorithms", help="candidates, comma-separated (default: all)"),
+    ] = None,
+    prompts: Annotated[
+        int | None, typer.Option("--prompts", help="fitting prompts (as many held out)")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="a sub-model of the run, e.g. stacked")
+    ] = None,
+    more: Annotated[
+        list[str] | None,
+        typer.Argument(help="more key=value overrides, as in `--set prompts=512 bootstrap=16`"),
+    ] = None,
+    set_: Sets = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="seed of the prompts")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="run folder (new or empty)")] = None,
+) -> None:
+    """Which algorithm a trained model runs, with which fitted parameters, and at which layer:
+    `icgd run identify` on SOURCE; writes a run folder that `icgd show` and `icgd report` read.
+    """
+    from icgd.runs.api import prepare
+
+    overrides = [f"source={source}"]
+    if algorithms is not None:
+        names = [a.strip() for a in algorithms.split(",") if a.strip()]
+        overrides.append(f"algorithms=[{','.join(names)}]")
+    if prompts is not None:
+        overrides.append(f"prompts={prompts}")
+    if model is not None:
+        overrides.append(f"model={model}")
+    _execute(prepare("identify", [*overrides, *(set_ or []), *(more or [])], seed=seed, out=out))
 
 
 @contextlib.contextmanager

@@ -12,6 +12,14 @@ from icgd.analysis.comparison import (
     query_sensitivity,
 )
 from icgd.analysis.hessian import HessianEig, hessian_vector_product, top_hessian_eigenvalue
+from icgd.analysis.identify import (
+    AlgorithmFit,
+    Identification,
+    LayerProbes,
+    ModelView,
+    identify,
+    probe_layers,
+)
 from icgd.analysis.preconditioner import (
     distance_to_identity,
     effective_preconditioners,
@@ -22,12 +30,17 @@ from icgd.analysis.preconditioner import (
 )
 
 __all__ = [
+    "AlgorithmFit",
     "HessianEig",
+    "Identification",
+    "LayerProbes",
+    "ModelView",
     "compare",
     "distance_to_identity",
     "effective_preconditioners",
     "gd_prediction_fn",
     "hessian_vector_product",
+    "identify",
     "identity_scale",
     "ilwd",
     "implicit_weights",
@@ -39,6 +52,7 @@ __all__ = [
     "prediction_difference",
     "prediction_rmse",
     "predictor_leak_ratio",
+    "probe_layers",
     "query_sensitivity",
     "spd",
     "top_hessian_eigenvalue",

@@ -1,5 +1,5 @@
 """`Registry[T]`: built-ins and entry-point plugins, unique names, one-line errors for unknown
-names and broken plugins; the experiment registry holds the eleven built-ins."""
+names and broken plugins; the experiment registry holds every built-in package."""
 
 from __future__ import annotations
 
@@ -84,11 +84,18 @@ def test_a_broken_plugin_is_one_line_naming_it(monkeypatch):
     assert "numpyy" in info.value.message and "\n" not in info.value.message
 
 
-def test_real_experiment_registry_holds_the_eleven_builtins():
+def test_real_experiment_registry_holds_every_builtin_package():
+    """One experiment per sub-package of `icgd/experiments` whose `__init__` defines EXPERIMENT."""
+    from pathlib import Path
+
+    import icgd.experiments
     from icgd.experiments.api import EXPERIMENTS, Experiment
 
+    root = Path(icgd.experiments.__file__).parent
+    packages = [p for p in root.iterdir() if "EXPERIMENT =" in _text(p / "__init__.py")]
     builtins = [n for n in EXPERIMENTS.names() if EXPERIMENTS.origin(n) == "icgd"]
-    assert len(builtins) == 11 and "looped-gd" in builtins
+    assert len(builtins) == len(packages) >= 14
+    assert {"looped-gd", "looped-landscape", "rank-one-heads", "identify"} <= set(builtins)
     for name in builtins:
         experiment = EXPERIMENTS.get(name)
         assert isinstance(experiment, Experiment) and experiment.name == name
@@ -96,3 +103,7 @@ def test_real_experiment_registry_holds_the_eleven_builtins():
     assert EXPERIMENTS.get("looped-gd").Config().seed == 0
     with pytest.raises(InputError, match="looped-gd"):
         EXPERIMENTS.get("looped_gd")
+
+
+def _text(path) -> str:
+    return path.read_text(encoding="utf-8") if path.is_file() else ""

@@ -41,8 +41,6 @@ it relaxes at rates between ``λ = 2 ‖Γ⁻¹‖_F λ_min(Σ) λ_min(ΣΓ_Z)``
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -123,9 +121,7 @@ def flow_metrics(config, sigma: Tensor) -> tuple[dict[str, float], dict[str, Ten
     sigma = torch.as_tensor(sigma, dtype=_F64)
     n, noise = config.n, config.sigma_noise
     gen = make_generator(derive_seed(config.seed, "zfb_flow", "theta"))
-    start = time.perf_counter()
     flow, target, slow = zfb_flow(sigma, n, noise, config.flow, gen)
-    seconds = time.perf_counter() - start
     gammas = preconditioner(flow.theta)  # (T, d, d)
     end = flow.at(-1)
     loss_star = one_layer_loss(target, sigma, n, noise_std=noise)
@@ -148,7 +144,6 @@ def flow_metrics(config, sigma: Tensor) -> tuple[dict[str, float], dict[str, Ten
         "flow_success": float(flow.success),
         "flow_dominance_min": mu,
         "flow_dominance_min_time": mu_time,
-        "flow_wall_seconds": seconds,
     }
     arrays = {
         "flow_t": flow.t,

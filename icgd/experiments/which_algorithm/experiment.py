@@ -121,6 +121,7 @@ import torch
 from torch import Tensor
 
 from icgd.analysis import ilwd, implicit_weights, spd
+from icgd.core.errors import InputError
 from icgd.core.results import Claim, Result
 from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.api import MemoryEstimate, Outcome, RunContext
@@ -154,8 +155,34 @@ class WhichAlgorithm:
     Config = WhichAlgorithmConfig
     presets = {"smoke": SMOKE}
 
+    @staticmethod
+    def _task(config: WhichAlgorithmConfig, noise: float) -> LinearRegression:
+        return LinearRegression(
+            regression_task_config(
+                d=config.d,
+                n=config.context,
+                covariance="identity",
+                weight_prior="identity",
+                noise_std=noise,
+            ),
+            rotation_seed=derive_seed(config.seed, "rotation"),
+            device=torch.device(config.device),
+            dtype=config.torch_dtype,
+        )
+
+    def task(self, config: WhichAlgorithmConfig, sub: str = "") -> LinearRegression:
+        """The task of the model in `models/L{depth}-{σ tag}`: isotropic regression at that σ."""
+        noises = {
+            f"models/L{depth}-{tag(noise)}": noise
+            for depth in config.resolved_depths
+            for noise in config.resolved_noise
+        }
+        if sub not in noises:
+            raise InputError("model", f"which-algorithm's models are {', '.join(noises)}")
+        return self._task(config, noises[sub])
+
     def run(self, config: WhichAlgorithmConfig, ctx: RunContext) -> Outcome:
-        device, dtype = torch.device(config.device), config.torch_dtype
+        device = torch.device(config.device)
         d, n = config.d, config.context
         grid = torch.tensor(config.grid, dtype=torch.float64, device=device)
 
@@ -171,14 +198,7 @@ class WhichAlgorithm:
         arrays: dict[str, list] = {}
         diverged: list[str] = []
         for noise in config.resolved_noise:
-            task = LinearRegression(
-                regression_task_config(
-                    d=d, n=n, covariance="identity", weight_prior="identity", noise_std=noise
-                ),
-                rotation_seed=derive_seed(config.seed, "rotation"),
-                device=device,
-                dtype=dtype,
-            )
+            task = self._task(config, noise)
             # The same streams at every σ: inputs, w* and ε are shared (the sampler draws ε even
             # at σ = 0), so the noise levels are compared on common random numbers.
             test, tune, probe_set = (

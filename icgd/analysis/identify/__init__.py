@@ -1,0 +1,88 @@
+"""Algorithm identification: which learning algorithm does a model run, with which parameters,
+and at which layer? (issue 20; Akyürek et al. 2023, von Oswald et al. 2023, Fu et al. 2024)
+
+- `identify(model, task)`: fit every candidate algorithm's free parameters to the model's
+  predictions, with bootstrap uncertainty, and rank the fitted algorithms by held-out SPD
+  (`Identification`);
+- `probe_layers(model, task)`: linear read-out probes of the query token at every layer, and the
+  layer ↔ iteration map of each iterative algorithm by SimE (`LayerProbes`).
+
+Modules: `spectral` (closed-form predictions on parameter grids), `fitting` (grid, zoom, polish,
+one-step bootstrap), `candidates`, `preconditioned` and `gd_beta` (the algorithms), `views`
+(models and tasks), `metrics`, `result`, `identify`, `probe`.
+"""
+
+from icgd.analysis.identify.candidates import (
+    Candidate,
+    Chebyshev,
+    DebiasedGD,
+    GradientDescent,
+    IterativeNewton,
+    OrdinaryLeastSquares,
+    Ridge,
+)
+from icgd.analysis.identify.gd_beta import GDBeta
+from icgd.analysis.identify.identify import (
+    CANDIDATES,
+    DEFAULT_ALGORITHMS,
+    identify,
+    make_candidates,
+)
+from icgd.analysis.identify.metrics import (
+    prediction_cosine,
+    r_squared,
+    sime,
+    sime_matrix,
+    spd_with_se,
+    weight_cosine,
+)
+from icgd.analysis.identify.preconditioned import PreconditionedGD
+from icgd.analysis.identify.probe import (
+    ITERATES,
+    calibrate,
+    iterate_predictions,
+    probe_layers,
+    ridge_probe,
+)
+from icgd.analysis.identify.result import (
+    AlgorithmFit,
+    Identification,
+    LayerProbes,
+    ParameterEstimate,
+)
+from icgd.analysis.identify.views import ModelView, Prompts, draw_prompts, model_view
+
+__all__ = [
+    "CANDIDATES",
+    "DEFAULT_ALGORITHMS",
+    "ITERATES",
+    "AlgorithmFit",
+    "Candidate",
+    "Chebyshev",
+    "DebiasedGD",
+    "GDBeta",
+    "GradientDescent",
+    "Identification",
+    "IterativeNewton",
+    "LayerProbes",
+    "ModelView",
+    "OrdinaryLeastSquares",
+    "ParameterEstimate",
+    "PreconditionedGD",
+    "Prompts",
+    "Ridge",
+    "calibrate",
+    "draw_prompts",
+    "identify",
+    "iterate_predictions",
+    "make_candidates",
+    "model_view",
+    "prediction_cosine",
+    "probe_layers",
+    "r_squared",
+    "ridge_probe",
+    "sime",
+    "sime_matrix",
+    "spd_with_se",
+    "weight_cosine",
+]

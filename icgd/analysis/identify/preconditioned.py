@@ -1,0 +1,104 @@
+"""Preconditioned GD with one full d×d preconditioner Γ, as a candidate of `identify`.
+
+k steps from `w_0 = 0` with the same Γ at every step (the looped form of Ahn et al. 2023, Lemma 1,
+and Gatmiry et al. 2024), `Ŝ = (1/n) XᵀX`, `b = (1/n) Xᵀy`:
+
+    w_{l+1} = w_l − Γ (Ŝ w_l − b),        ŷ = x_qᵀ w_k.
+
+- **k = 1** is linear in Γ: `ŷ = x_qᵀ Γ b = Σ_ij Γ_ij x_{q,i} b_j = ⟨vec Γ, vec(x_q bᵀ)⟩`, so the
+  fit to the model's predictions m (B,) is ordinary least squares with d² unknowns,
+  `vec Γ̂ = F⁺ m`, `F_b = vec(x_{q,b} b_bᵀ)` (B, d²): exact (minimum-norm where the prompts leave
+  a direction of Γ undetermined). A one-layer LSA whose prediction is `x_qᵀ Γ b` (Ahn et al.'s
+  effective preconditioner, `icgd.analysis.effective_preconditioners`) is recovered exactly.
+- **k ≥ 2**: ŷ is a polynomial of degree k in Γ; fitted by trust-region least squares
+  (`icgd.analysis.identify.fitting.polish`, Jacobian by autodiff) from the better of
+  two starts (ours): `η I` with η the best step of plain GD at k steps, and `c Γ̂_{k−1}` (the fit
+  at k − 1 steps, rescaled), each scale chosen on a log grid.
+
+A Γ per step (`Γ_l`, a stacked model's layers) is not fitted: that is d²·k parameters, and a
+per-layer read-out is what `probe_layers` gives. Shapes: X (B, n, d), y (B, n), x_q (B, d).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+from torch import Tensor
+
+from icgd.algorithms import preconditioned_gd
+from icgd.analysis.identify.fitting import FitData, StepFit, polish
+from icgd.analysis.identify.spectral import pgd_weights
+
+
+def _predict(S_hat: Tensor, b: Tensor, x_q: Tensor, k: int, theta: Tensor) -> Tensor:
+    """Predictions (B,) of k steps with Γ = θ reshaped (d, d) (row-major)."""
+    d = x_q.shape[1]
+    return (pgd_weights(S_hat, b, theta.reshape(d, d), k) * x_q).sum(-1)
+
+
+def _scan_scale(
+    S_hat: Tensor, b: Tensor, x_q: Tensor, target: Tensor, k: int, base: Tensor
+) -> tuple[Tensor, float]:
+    """The best `c Γ_base` over c on a log grid: returns (Γ (d, d), loss). One batched pass of
+    all G scales: iterates (G, B, d)."""
+    scales = torch.logspace(-2, 1, 61, dtype=torch.float64)  # (G,)
+    gammas = scales[:, None, None] * base  # (G, d, d)
+    w = torch.zeros(scales.shape[0], *b.shape, dtype=b.dtype)  # (G, B, d)
+    for _ in range(k):  # a loop over the steps only
+        grad = torch.einsum("bij,gbj->gbi", S_hat, w) - b  # (G, B, d): Ŝw − b
+        w = w - torch.einsum("gij,gbj->gbi", gammas, grad)
+    loss = ((w * x_q).sum(-1) - target).square().mean(-1)  # (G,)
+    loss = torch.where(torch.isfinite(loss), loss, torch.full_like(loss, math.inf))
+    i = int(torch.argmin(loss))
+    return gammas[i], loss[i].item()
+
+
+class PreconditionedGD:
+    """k steps of preconditioned GD with one fitted d×d Γ (module docstring); steps tried:
+    `steps` (default 1, 2, 3). Parameter: `gamma` (d, d)."""
+
+    name = "preconditioned-gd"
+    parameter_names = ("gamma",)
+
+    def __init__(self, steps: Sequence[int] = (1, 2, 3), *, max_nfev: int = 100) -> None:
+        self.steps = tuple(int(k) for k in steps)
+        if not self.steps or min(self.steps) < 1 or len(set(self.steps)) != len(self.steps):
+            raise ValueError(f"steps must be distinct integers >= 1, got {list(steps)}")
+        self.max_nfev = max_nfev
+
+    def fit(self, data: FitData, target: Tensor) -> list[StepFit]:
+        """One StepFit per k in `steps` (module docstring), in increasing k."""
+        S_hat, b = data.moments
+        x_q = data.x_q
+        d = x_q.shape[1]
+        eye = torch.eye(d, dtype=torch.float64)
+        curvature = max(torch.diagonal(S_hat, dim1=1, dim2=2).mean().item(), 1e-300)
+        fits: list[StepFit] = []
+        previous: Tensor | None = None
+        for k in sorted(self.steps):
+            predict = partial(_predict, S_hat, b, x_q, k)
+            if k == 1:
+                F = (x_q[:, :, None] * b[:, None, :]).reshape(-1, d * d)  # (B, d²): x_q bᵀ
+                theta = torch.linalg.lstsq(F, target.unsqueeze(-1), driver="gelsd").solution[:, 0]
+                with torch.no_grad():
+                    loss = (predict(theta) - target).square().mean().item()
+            else:
+                starts = [_scan_scale(S_hat, b, x_q, target, k, eye / curvature)]
+                if previous is not None:
+                    starts.append(_scan_scale(S_hat, b, x_q, target, k, previous))
+                gamma0 = min(starts, key=lambda s: s[1])[0]
+                theta, loss = polish(predict, target, gamma0.reshape(-1), max_nfev=self.max_nfev)
+            previous = theta.reshape(d, d)
+            fits.append(StepFit(steps=k, theta=theta, loss=loss, predict=predict))
+        return fits
+
+    def parameters(self, theta: Tensor) -> dict[str, Tensor]:
+        d = math.isqrt(theta.shape[-1])
+        return {"gamma": theta.reshape(*theta.shape[:-1], d, d)}
+
+    def reference(self, X, y, x_q, steps, params):
+        gamma = params["gamma"].to(X.dtype)
+        return preconditioned_gd(X, y, gamma.expand(steps, *gamma.shape)).predict(x_q)[-1]

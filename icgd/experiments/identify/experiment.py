@@ -1,0 +1,170 @@
+"""`identify`: which algorithm in the library does a model run, with which parameters, and where?
+
+For any model (a saved run's, or a hand-built construction) on fresh prompts of its own task,
+`icgd.analysis.identify.identify` fits every candidate algorithm's free parameters to the
+model's predictions and ranks the fitted algorithms on held-out prompts (SPD, R², prediction
+cosine, ILWD), with bootstrap uncertainty; `probe_layers` reads the query token out at every
+layer and maps each layer to the number of iterations of GD and of Newton's method it matches by
+SimE (Fu et al. 2024). `icgd identify RUN` is `icgd run identify --set source=RUN`.
+
+Claims exist where the answer is known in advance (`sources.py`): a construction runs its
+algorithm exactly with the parameters it was built with; `looped-gd` and `one-step-gd` runs
+compute preconditioned GD with their theory's Γ. For any other model the run reports, claims
+nothing, and passes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from icgd.analysis.identify import identify, probe_layers
+from icgd.core.results import Claim, Result, make_claim
+from icgd.experiments.api import MemoryEstimate, Outcome, RunContext
+from icgd.experiments.identify.config import IdentifyConfig
+from icgd.experiments.identify.sources import Expected, resolve
+
+SMOKE = ("prompts=256", "bootstrap=4", "probe_prompts=256", "source=construction:gd")
+
+
+def _relative_error(fitted, built_in) -> float:
+    fitted = torch.as_tensor(fitted, dtype=torch.float64)
+    built_in = torch.as_tensor(built_in, dtype=torch.float64)
+    return float((fitted - built_in).norm() / built_in.norm())
+
+
+def _expected_metrics(expected: Expected, identification) -> dict[str, float]:
+    """`expected_is.<name>` (1.0, names the algorithm), its held-out R², the best R², its fitted
+    and expected steps, and `expected_error.<parameter>`: relative error of each parameter."""
+    fit = identification[expected.algorithm]
+    out = {
+        f"expected_is.{expected.algorithm}": 1.0,
+        "expected_r2": fit.r2,
+        "best_r2": identification.best.r2,
+        "expected_steps": float(expected.steps) if expected.steps is not None else float("nan"),
+        "expected_steps_fitted": float(fit.steps) if fit.steps is not None else float("nan"),
+        "expected_exact": float(expected.exact),
+    }
+    for name, value in expected.parameters.items():
+        out[f"expected_error.{name}"] = _relative_error(fit.value(name), value)
+    return out
+
+
+class Identify:
+    name = "identify"
+    paper = "Akyürek et al. 2023; Fu et al. 2024"
+    summary = "Which algorithm (and parameters) a model runs, and at which layer (icgd identify)"
+    Config = IdentifyConfig
+    presets = {"smoke": SMOKE}
+
+    def run(self, config: IdentifyConfig, ctx: RunContext) -> Outcome:
+        # One thread: the fits are many small batched linear-algebra calls, which torch's second
+        # thread slows down badly when the other core is busy (measured 17.8 s on one thread
+        # against 153 s on two at load ≈ 3, 8192 prompts); results do not depend on it.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._run(config)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self, config: IdentifyConfig) -> Outcome:
+        source = resolve(config)
+        found = identify(
+            source.model,
+            source.task,
+            algorithms=config.algorithms,
+            n_prompts=config.prompts,
+            seed=config.seed,
+            n_bootstrap=config.bootstrap,
+            prompt=source.prompt,
+        )
+        metrics: dict = {"best_rank": 1.0, **found.metrics()}
+        arrays = {f"identify.{k}": v.detach().cpu() for k, v in found.arrays().items()}
+        if config.probes:
+            probes = probe_layers(
+                source.model,
+                source.task,
+                max_steps=config.max_steps,
+                parameters=found,
+                n_prompts=config.probe_prompts,
+                seed=config.seed,
+                prompt=source.prompt,
+            )
+            arrays |= {f"probe.{k}": v.detach().cpu() for k, v in probes.arrays().items()}
+            metrics["probe_steps"] = [float(k) for k in probes.steps]
+            for name, best in probes.best_steps.items():
+                metrics[f"layer_map.{name}"] = [float(k) for k in best]
+        if source.expected is not None:
+            metrics |= _expected_metrics(source.expected, found)
+        return Outcome(metrics=metrics, arrays=arrays)
+
+    def claims(self, config: IdentifyConfig, metrics: dict) -> list[Claim]:
+        names = [k.split(".", 1)[1] for k in metrics if k.startswith("expected_is.")]
+        if not names:
+            return []
+        tol, name = config.tolerances, names[0]
+        exact = metrics["expected_exact"] == 1.0
+        r2_tol = tol.exact_r2 if exact else tol.trained_r2
+        claims = [
+            make_claim(
+                "expected_algorithm_fits",
+                f"held-out R² of {name} fitted to the model",
+                metrics["expected_r2"],
+                1.0,
+                r2_tol,
+                "at_least",
+            ),
+            make_claim(
+                "nothing_fits_better",
+                f"best candidate's R² − {name}'s",
+                metrics["best_r2"] - metrics["expected_r2"],
+                0.0,
+                r2_tol,
+                "at_most",
+            ),
+        ]
+        if metrics["expected_steps"] == metrics["expected_steps"]:  # not NaN
+            claims.append(
+                make_claim(
+                    "expected_steps",
+                    f"fitted number of steps of {name}",
+                    metrics["expected_steps_fitted"],
+                    metrics["expected_steps"],
+                    0.0,
+                    "abs",
+                )
+            )
+        for key in sorted(k for k in metrics if k.startswith("expected_error.")):
+            parameter = key.split(".", 1)[1]
+            claims.append(
+                make_claim(
+                    f"expected_{parameter}",
+                    f"relative error of the fitted {parameter} against the known one",
+                    metrics[key],
+                    0.0,
+                    tol.exact_parameter if exact else tol.trained_parameter,
+                    "at_most",
+                )
+            )
+        return claims
+
+    def figures(self, run_dir: Path, result: Result, out: Path) -> list[Path]:
+        from icgd.experiments.identify.figures import draw
+
+        return draw(run_dir, result, out)
+
+    def memory(self, config: IdentifyConfig) -> MemoryEstimate:
+        """Peak bytes (float64): the fitting and held-out prompts (d ≤ 64, n ≤ 1000 for a
+        construction; a run's own sizes otherwise, bounded by the same) and the candidates'
+        parameter grids over them (≈ 64 values per prompt), and the probes' cached activations."""
+        per_prompt = (config.d + 1) * (config.n + 1) * 8
+        return MemoryEstimate(
+            parts={
+                "prompts": 2 * config.prompts * per_prompt,
+                "candidate grids": 2 * config.prompts * 64 * 8 * 4,
+                "probe activations": 2 * config.probe_prompts * per_prompt * 8,
+            },
+            fields=("prompts", "probe_prompts", "d", "n"),
+        )
