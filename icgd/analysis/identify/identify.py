@@ -63,6 +63,7 @@ from icgd.analysis.identify.preconditioned import PreconditionedGD
 from icgd.analysis.identify.result import AlgorithmFit, Identification, ParameterEstimate
 from icgd.analysis.identify.views import ModelView, Prompts, draw_prompts, model_view
 from icgd.core.rng import derive_seed, make_generator
+from icgd.core.threads import single_threaded
 
 CANDIDATES: dict[str, Callable[[], Candidate]] = {
     "gd": GradientDescent,
@@ -175,6 +176,7 @@ def _fit_candidate(
     return fit, pred
 
 
+@single_threaded
 def identify(
     model: Any,
     task: Any,

@@ -62,6 +62,7 @@ from icgd.analysis.identify.metrics import sime_matrix
 from icgd.analysis.identify.result import Identification, LayerProbes
 from icgd.analysis.identify.views import Prompts, draw_prompts, model_view
 from icgd.core.rng import derive_seed, make_generator
+from icgd.core.threads import single_threaded
 
 
 def _gd(X: Tensor, y: Tensor, K: int, p: Mapping[str, Any]):
@@ -202,6 +203,7 @@ def _decoded(r2: Tensor, iterates: Tensor) -> tuple[int, ...]:
     return tuple(int(row.argmax()) if row.max() > 0 else start for row in best)
 
 
+@single_threaded
 def probe_layers(
     model: Any,
     task: Any,

@@ -59,15 +59,8 @@ class Identify:
     presets = {"smoke": SMOKE}
 
     def run(self, config: IdentifyConfig, ctx: RunContext) -> Outcome:
-        # One thread: the fits are many small batched linear-algebra calls, which torch's second
-        # thread slows down badly when the other core is busy (measured 17.8 s on one thread
-        # against 153 s on two at load ≈ 3, 8192 prompts); results do not depend on it.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return self._run(config)
-        finally:
-            torch.set_num_threads(threads)
+        # `identify` and `probe_layers` run on one torch thread (icgd.core.threads).
+        return self._run(config)
 
     def _run(self, config: IdentifyConfig) -> Outcome:
         source = resolve(config)
