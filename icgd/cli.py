@@ -49,6 +49,11 @@ Preset = Annotated[
 ]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config file")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="override key=value (dotted keys)")]
+More = Annotated[
+    list[str] | None, typer.Argument(help="more key=value overrides, as in `--set a=1 b=2`")
+]
+Seed = Annotated[int | None, typer.Option("--seed", help="run seed")]
+Out = Annotated[Path | None, typer.Option("--out", help="run folder (new or empty)")]
 Device = Annotated[str | None, typer.Option("--device", help="cpu or cuda")]
 Dtype = Annotated[
     str | None, typer.Option("--dtype", help="float32 or float64 (theory-grade runs)")
@@ -79,50 +84,21 @@ def list_registered(
     ] = "experiments",
 ) -> None:
     """List what is registered, icgd's own and plugins', one line each."""
-    from icgd.experiments.api import EXPERIMENTS
+    from icgd.runs.listing import registered
 
-    if what == "experiments":
-        for name, experiment in EXPERIMENTS.items():
-            origin = EXPERIMENTS.origin(name)
-            tail = f"  [plugin: {origin}]" if origin != "icgd" else ""
-            line = f"{name:<20} {experiment.summary}{tail}"
-            console.print(line, highlight=False, soft_wrap=True, markup=False)
-        return
-    registries = _registries()
-    if what not in registries:
-        raise InputError(
-            "list", f"unknown kind {what!r}; allowed: experiments, {', '.join(registries)}"
-        )
-    registry = registries[what]
-    for name, obj in registry.items():
-        origin = registry.origin(name)
-        doc = (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
-        where = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
-        tail = f"  [plugin: {origin}]" if origin != "icgd" else ""
-        line = f"{name:<22} {where}: {doc}{tail}"
+    for line in registered(what):
         console.print(line, highlight=False, soft_wrap=True, markup=False)
-
-
-def _registries() -> dict:
-    from icgd.algorithms.plugins import ALGORITHMS
-    from icgd.models.plugins import MODELS
-    from icgd.tasks.plugins import TASKS
-
-    return {"tasks": TASKS, "models": MODELS, "algorithms": ALGORITHMS}
 
 
 @app.command("run")
 def run(
     name: Name,
-    more: Annotated[
-        list[str] | None,
-        typer.Argument(help="more key=value overrides, as in `--set loops=5 d=10`"),
-    ] = None,
+    more: More = None,
     preset: Preset = None,
     config: ConfigFile = None,
     set_: Sets = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="run seed")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="run folder (new or empty)")] = None,
+    seed: Seed = None,
+    out: Out = None,
     device: Device = None,
     dtype: Dtype = None,
     compile_: Compile = False,
@@ -187,38 +163,29 @@ def identify(
         str,
         typer.Argument(help="a run folder, or construction:gd|preconditioned-gd|iterative-newton"),
     ],
+    more: More = None,
     algorithms: Annotated[
-        str | None,
-        typer.Option("--algorithms", help="candidates, comma-separated (default: all)"),
+        str | None, typer.Option("--algorithms", help="candidates, comma-separated (default: all)")
     ] = None,
     prompts: Annotated[
         int | None, typer.Option("--prompts", help="fitting prompts (as many held out)")
     ] = None,
-    model: Annotated[
-        str | None, typer.Option("--model", help="a sub-model of the run, e.g. stacked")
-    ] = None,
-    more: Annotated[
-        list[str] | None,
-        typer.Argument(help="more key=value overrides, as in `--set prompts=512 bootstrap=16`"),
-    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="a sub-model, e.g. stacked")] = None,
     set_: Sets = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="seed of the prompts")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="run folder (new or empty)")] = None,
+    seed: Seed = None,
+    out: Out = None,
 ) -> None:
     """Which algorithm a trained model runs, with which fitted parameters, and at which layer:
     `icgd run identify` on SOURCE; writes a run folder that `icgd show` and `icgd report` read.
     """
     from icgd.runs.api import prepare
 
-    overrides = [f"source={source}"]
+    overrides = [f"source={source}", *(set_ or []), *(more or [])]
     if algorithms is not None:
-        names = [a.strip() for a in algorithms.split(",") if a.strip()]
-        overrides.append(f"algorithms=[{','.join(names)}]")
-    if prompts is not None:
-        overrides.append(f"prompts={prompts}")
-    if model is not None:
-        overrides.append(f"model={model}")
-    _execute(prepare("identify", [*overrides, *(set_ or []), *(more or [])], seed=seed, out=out))
+        overrides.append(f"algorithms=[{','.join(a.strip() for a in algorithms.split(','))}]")
+    overrides += [f"prompts={prompts}"] if prompts is not None else []
+    overrides += [f"model={model}"] if model is not None else []
+    _execute(prepare("identify", overrides, seed=seed, out=out))
 
 
 @contextlib.contextmanager
