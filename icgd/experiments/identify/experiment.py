@@ -73,7 +73,7 @@ class Identify:
             n_bootstrap=config.bootstrap,
             prompt=source.prompt,
         )
-        metrics: dict = {"best_rank": 1.0, **found.metrics()}
+        metrics: dict = found.metrics()
         arrays = {f"identify.{k}": v.detach().cpu() for k, v in found.arrays().items()}
         if config.probes:
             probes = probe_layers(

@@ -24,7 +24,7 @@ def draw(run_dir: Path, result: Result, out: Path) -> list[Path]:
 def _ranking(plt, result: Result, out: Path) -> Path:
     m = result.metrics
     names = sorted(
-        (k[: -len(".rank")] for k in m if k.endswith(".rank") and k != "best_rank"),
+        (k[: -len(".rank")] for k in m if k.endswith(".rank")),
         key=lambda name: m[f"{name}.rank"],
     )
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(names) + 1.6))
