@@ -75,6 +75,23 @@ def test_gradient_agrees_with_autograd_and_finite_differences(L):
     assert float(grad[0, 2]) == pytest.approx(central, rel=1e-6)
 
 
+def test_the_gradient_does_not_depend_on_the_thread_count():
+    """Fixed chunks summed in order: one thread and two give the same bits (same seed, same
+    minimiser on any machine)."""
+    draws = whitened_draws(8, 4, 10_000, seed=5)  # three chunks
+    gamma = _random_gamma(4, 3, scale=0.6)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = whitened_gradient(gamma, 3, draws)
+        torch.set_num_threads(2)
+        two = whitened_gradient(gamma, 3, draws)
+    finally:
+        torch.set_num_threads(before)
+    assert one[0] == two[0]
+    assert torch.equal(one[1], two[1])
+
+
 def test_batches_of_gammas_and_the_paired_gap():
     n, d, L = 10, 3, 2
     draws = whitened_draws(n, d, 2000, seed=4)
