@@ -66,6 +66,28 @@ class Model(Protocol):
         ...
 
 
+def register_normal_parameters(
+    module: nn.Module,
+    shapes: dict[str, tuple[int, ...]],
+    std: float,
+    generator: torch.Generator | None,
+    *,
+    dtype: torch.dtype,
+    device: str | torch.device,
+) -> None:
+    """Register one parameter per `shapes` entry, in order, drawn from N(0, std²).
+
+    Drawn in float64 on the generator's device, then cast: the same seed gives the same initial
+    point for every dtype and device. Randomness is an argument: without a generator, a fixed
+    seed (0) rather than the global RNG state.
+    """
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    for name, shape in shapes.items():
+        init = torch.randn(shape, generator=generator, dtype=torch.float64, device=generator.device)
+        module.register_parameter(name, nn.Parameter((init * std).to(device=device, dtype=dtype)))
+
+
 def example_normal(generator: torch.Generator, *shape: int, like: nn.Module) -> Tensor:
     """N(0, 1) numbers of `shape`, drawn in float64 on the generator's device, then cast to the
     dtype and device of `like`'s parameters (the same numbers in every dtype)."""

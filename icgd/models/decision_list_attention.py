@@ -46,6 +46,7 @@ from pydantic import Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
 from icgd.core.config import Config
+from icgd.models.api import register_normal_parameters
 from icgd.models.hooks import (
     HookedMixin,
     HookPoints,
@@ -137,20 +138,14 @@ class DecisionListAttention(HookedMixin, nn.Module):
             else {"W_K": (config.r, L), "W_Q": (config.r, L)}
         )
         shapes["V"] = (L, L)
-        if generator is None:
-            # Randomness is an argument: without one, a fixed seed rather than global RNG state.
-            generator = torch.Generator().manual_seed(0)
-        for name, shape in shapes.items():
-            if config.init == "zero":
-                init = torch.zeros(shape, dtype=dtype, device=device)
-            else:
-                # Drawn in float64 on the generator's device, then cast: same seed, same initial
-                # point for every dtype and device.
-                init = torch.randn(
-                    shape, generator=generator, dtype=torch.float64, device=generator.device
-                )
-                init = (init * config.init_std).to(device=device, dtype=dtype)
-            self.register_parameter(name, nn.Parameter(init))
+        if config.init == "zero":
+            for name, shape in shapes.items():
+                zeros = torch.zeros(shape, dtype=dtype, device=device)
+                self.register_parameter(name, nn.Parameter(zeros))
+        else:
+            register_normal_parameters(
+                self, shapes, config.init_std, generator, dtype=dtype, device=device
+            )
 
     # ----------------------------------------------------------------------------- weights
 

@@ -44,7 +44,7 @@ from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
 from icgd.core.config import Config
-from icgd.models.api import example_regression_prompt
+from icgd.models.api import example_regression_prompt, register_normal_parameters
 from icgd.models.hooks import (
     HookFn,
     HookPoints,
@@ -108,17 +108,9 @@ class LinearSelfAttention(nn.Module):
             "relaxed": {"A": (n_unique, H, d, d), "B": (n_unique, H, d, d)},
         }
         shapes = all_shapes[config.parametrisation]
-        if generator is None:
-            # Randomness is an argument: without one, a fixed seed rather than global RNG state.
-            generator = torch.Generator().manual_seed(0)
-        for name, shape in shapes.items():
-            # Drawn in float64 on the generator's device, then cast: the same seed gives the same
-            # initial point for every dtype and device.
-            init = torch.randn(
-                shape, generator=generator, dtype=torch.float64, device=generator.device
-            )
-            init = (init * config.init_std).to(device=device, dtype=dtype)
-            self.register_parameter(name, nn.Parameter(init))
+        register_normal_parameters(
+            self, shapes, config.init_std, generator, dtype=dtype, device=device
+        )
 
     # ----------------------------------------------------------------------------------- math
 

@@ -67,7 +67,7 @@ from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
 from icgd.core.config import Config
-from icgd.models.api import example_normal
+from icgd.models.api import example_normal, register_normal_parameters
 from icgd.models.hooks import (
     HookedMixin,
     HookPoints,
@@ -163,14 +163,9 @@ class OTAttention(HookedMixin, nn.Module):
         L, D, H = config.n_layers, self.layout.width, config.hidden
         shapes = {"KQ": (L, 2, D, D), "OV": (L, 2, D, D), "W_in": (L, H, D), "W_out": (L, D, H)}
         shapes["M"] = (L, D, D)
-        if generator is None:
-            generator = torch.Generator().manual_seed(0)  # never the global RNG
-        for name, shape in shapes.items():
-            init = torch.randn(
-                shape, generator=generator, dtype=torch.float64, device=generator.device
-            )
-            init = (init * config.init_std).to(device=device, dtype=dtype)
-            self.register_parameter(name, nn.Parameter(init))
+        register_normal_parameters(
+            self, shapes, config.init_std, generator, dtype=dtype, device=device
+        )
 
     # ----------------------------------------------------------------------------- weights
 

@@ -45,7 +45,7 @@ from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
 from icgd.core.config import Config
-from icgd.models.api import example_regression_prompt
+from icgd.models.api import example_regression_prompt, register_normal_parameters
 from icgd.models.hooks import HookedMixin, HookPoints, NamesFilter
 from icgd.models.plugins import MODELS
 
@@ -77,15 +77,10 @@ class RankOneAttention(HookedMixin, nn.Module):
         self.config = config
         self.hook_points = HookPoints()
         d, H = config.d, config.n_heads
-        if generator is None:
-            # Randomness is an argument: without one, a fixed seed rather than global RNG state.
-            generator = torch.Generator().manual_seed(0)
-        for name, shape in (("v", (H,)), ("k", (H, d)), ("q", (H, d))):
-            init = torch.randn(
-                shape, generator=generator, dtype=torch.float64, device=generator.device
-            )
-            init = (init * config.init_std).to(device=device, dtype=dtype)
-            self.register_parameter(name, nn.Parameter(init))
+        shapes = {"v": (H,), "k": (H, d), "q": (H, d)}
+        register_normal_parameters(
+            self, shapes, config.init_std, generator, dtype=dtype, device=device
+        )
 
     # ----------------------------------------------------------------------------- weights
 

@@ -64,7 +64,7 @@ from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
 from icgd.core.config import Config
-from icgd.models.api import example_regression_prompt
+from icgd.models.api import example_regression_prompt, register_normal_parameters
 from icgd.models.hooks import (
     HookedMixin,
     HookFn,
@@ -110,17 +110,9 @@ class SoftmaxAttention(HookedMixin, nn.Module):
         D, H = config.d + 1, config.n_heads
         shapes: dict[str, tuple[int, ...]] = {"KQ": (H, D, D)}
         shapes.update({"o": (H, D)} if config.kind == "he" else {"OV": (H, D, D)})
-        if generator is None:
-            # Randomness is an argument: without one, a fixed seed rather than global RNG state.
-            generator = torch.Generator().manual_seed(0)
-        for name, shape in shapes.items():
-            # Drawn in float64 on the generator's device, then cast: same seed, same initial point
-            # for every dtype and device.
-            init = torch.randn(
-                shape, generator=generator, dtype=torch.float64, device=generator.device
-            )
-            init = (init * config.init_std).to(device=device, dtype=dtype)
-            self.register_parameter(name, nn.Parameter(init))
+        register_normal_parameters(
+            self, shapes, config.init_std, generator, dtype=dtype, device=device
+        )
 
     # ----------------------------------------------------------------------------- weights
 

@@ -65,7 +65,7 @@ from torch import Tensor, nn
 
 from icgd.core.config import Config
 from icgd.core.td_prompts import build_td_prompt
-from icgd.models.api import example_normal
+from icgd.models.api import example_normal, register_normal_parameters
 from icgd.models.hooks import HookedMixin, HookPoints, NamesFilter
 from icgd.models.plugins import MODELS
 
@@ -152,17 +152,9 @@ class TDTransformer(HookedMixin, nn.Module):
         self.hook_points = HookPoints()
         D, H = config.width, config.n_heads
         shape = (() if config.looped else (config.n_layers,)) + ((H,) if H > 1 else ()) + (D, D)
-        if generator is None:
-            # Randomness is an argument: without one, a fixed seed rather than global RNG state.
-            generator = torch.Generator().manual_seed(0)
-        for name in ("P", "Q"):
-            # Drawn in float64 on the generator's device, then cast: the same seed gives the same
-            # initial point for every dtype and device.
-            init = torch.randn(
-                shape, generator=generator, dtype=torch.float64, device=generator.device
-            )
-            init = (init * config.init_std).to(device=device, dtype=dtype)
-            self.register_parameter(name, nn.Parameter(init))
+        register_normal_parameters(
+            self, {"P": shape, "Q": shape}, config.init_std, generator, dtype=dtype, device=device
+        )
 
     # ---------------------------------------------------------------------------------- weights
 

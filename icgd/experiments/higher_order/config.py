@@ -12,10 +12,10 @@ from pydantic import Field, PositiveFloat, model_validator
 from icgd.core.config import Config
 from icgd.experiments.api import ExperimentConfig
 from icgd.experiments.common import apply_preset
+from icgd.experiments.common.garg import GARG_TRAIN, check_curriculum, cpu_train, linear_task
 from icgd.models import GPTConfig
-from icgd.tasks import CurriculumConfig, FunctionClass, FunctionClassConfig, ScheduleConfig
-from icgd.training import OptimizerConfig, TrainConfig
-from icgd.training import ScheduleConfig as LRScheduleConfig
+from icgd.tasks import CurriculumConfig, FunctionClass, ScheduleConfig
+from icgd.training import TrainConfig
 
 # The candidates `identify` fits to the final output by default (all of icgd's but
 # preconditioned GD, whose d × d Γ is the slowest fit and, on isotropic x, is GD again).
@@ -30,17 +30,7 @@ IDENTIFY_ALGORITHMS = (
 )
 
 # CPU recipe; the measurements behind it are in the module docstring of `experiment.py`.
-CPU_TRAIN = TrainConfig(
-    steps=3000,
-    batch_size=128,
-    optimizer=OptimizerConfig(kind="adam", lr=1e-3),
-    schedule=LRScheduleConfig(kind="cosine"),
-    clip_norm=None,
-    resample_every=1,
-    eval_every=250,
-    eval_batch_size=1000,
-    checkpoint_every=500,
-)
+CPU_TRAIN = cpu_train(steps=3000, checkpoint_every=500)
 CPU_CURRICULUM = CurriculumConfig(
     dims=ScheduleConfig(start=2, end=3, inc=1, interval=300),
     points=ScheduleConfig(start=4, end=7, inc=1, interval=200),
@@ -56,17 +46,7 @@ PAPER: dict[str, Any] = {
     "n_embd": 256,
     "n_layer": 12,
     "n_head": 8,
-    "train": TrainConfig(
-        steps=500_000,
-        batch_size=64,
-        optimizer=OptimizerConfig(kind="adam", lr=1e-4),
-        schedule=LRScheduleConfig(kind="constant"),
-        clip_norm=None,
-        resample_every=1,
-        eval_every=1000,
-        eval_batch_size=1280,
-        checkpoint_every=10_000,
-    ).model_dump(),
+    "train": GARG_TRAIN.model_dump(),
     "curriculum": CurriculumConfig().model_dump(),
     "newton_steps": 23,
     "gd_steps": 4096,
@@ -139,13 +119,7 @@ class HigherOrderConfig(ExperimentConfig):
             )
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd: must be divisible by n_head={self.n_head}")
-        if self.curriculum is not None:
-            if self.curriculum.dims.end > self.d:
-                raise ValueError(f"curriculum: dims.end must be <= d={self.d}")
-            if self.curriculum.points.end > self.n_points:
-                raise ValueError(f"curriculum: points.end must be <= n_points={self.n_points}")
-            if self.train.resample_every != 1:
-                raise ValueError("train.resample_every: must be 1 with a curriculum")
+        check_curriculum(self.curriculum, self.d, self.n_points, self.train)
         return self
 
     @property
@@ -169,8 +143,7 @@ class HigherOrderConfig(ExperimentConfig):
 
     def task(self, device, dtype) -> FunctionClass:
         """Noiseless isotropic linear regression (Garg et al.'s linear class)."""
-        config = FunctionClassConfig(kind="linear", d=self.d, n_points=self.n_points)
-        return FunctionClass(config, device=device, dtype=dtype)
+        return linear_task(self.d, self.n_points, device, dtype)
 
     def gpt_config(self) -> GPTConfig:
         return GPTConfig(

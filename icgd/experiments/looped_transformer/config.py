@@ -11,10 +11,10 @@ from pydantic import Field, PositiveFloat, model_validator
 from icgd.core.config import Config
 from icgd.experiments.api import ExperimentConfig
 from icgd.experiments.common import apply_preset
+from icgd.experiments.common.garg import GARG_TRAIN, check_curriculum, cpu_train, linear_task
 from icgd.models import GPTConfig, LoopedConfig
-from icgd.tasks import CurriculumConfig, FunctionClass, FunctionClassConfig, ScheduleConfig
-from icgd.training import OptimizerConfig, TrainConfig
-from icgd.training import ScheduleConfig as LRScheduleConfig
+from icgd.tasks import CurriculumConfig, FunctionClass, ScheduleConfig
+from icgd.training import TrainConfig
 
 # CPU recipe (both models): d = 2, 5 points, Adam lr 1e-3 with a cosine decay, batch 128 fresh
 # prompts per update, 2000 updates; the looped model with a loop curriculum b = 1 → 10 (+1 every
@@ -31,31 +31,8 @@ from icgd.training import ScheduleConfig as LRScheduleConfig
 #   and the looped error is no longer flat past b (1.48).
 # A CPU budget does not give the looped model the many updates Yang et al. train it for: the
 # paper's claims need `preset=paper` (GPU).
-CPU_TRAIN = TrainConfig(
-    steps=2000,
-    batch_size=128,
-    optimizer=OptimizerConfig(kind="adam", lr=1e-3),
-    schedule=LRScheduleConfig(kind="cosine"),
-    clip_norm=None,
-    resample_every=1,
-    eval_every=250,
-    eval_batch_size=1000,
-    checkpoint_every=1000,
-)
+CPU_TRAIN = cpu_train(steps=2000, checkpoint_every=1000)
 CPU_LOOP_CURRICULUM = ScheduleConfig(start=1, end=10, inc=1, interval=150)
-
-# Yang et al. / Garg et al.: Adam lr 1e-4, batch 64, 500k steps (GPU).
-PAPER_TRAIN = TrainConfig(
-    steps=500_000,
-    batch_size=64,
-    optimizer=OptimizerConfig(kind="adam", lr=1e-4),
-    schedule=LRScheduleConfig(kind="constant"),
-    clip_norm=None,
-    resample_every=1,
-    eval_every=1000,
-    eval_batch_size=1280,
-    checkpoint_every=10_000,
-)
 
 PAPER: dict[str, Any] = {
     "d": 20,
@@ -65,7 +42,7 @@ PAPER: dict[str, Any] = {
     "n_loops": 30,
     "grad_last": 15,
     "depth": 12,
-    "train": PAPER_TRAIN.model_dump(),
+    "train": GARG_TRAIN.model_dump(),  # Yang et al. train as Garg et al. (GPU)
     "curriculum": CurriculumConfig().model_dump(),
     # ours: b from 1 to 30, +1 every 500 steps (SPEC: "b follows a curriculum")
     "loop_curriculum": ScheduleConfig(start=1, end=30, inc=1, interval=500).model_dump(),
@@ -125,25 +102,19 @@ class LoopedTransformerConfig(ExperimentConfig):
                 f"n_points: must exceed d={self.d} (the claims score prefixes with k >= d "
                 f"context points), got {self.n_points}"
             )
-        if self.curriculum is not None:
-            if self.curriculum.dims.end > self.d:
-                raise ValueError(f"curriculum: dims.end must be <= d={self.d}")
-            if self.curriculum.points.end > self.n_points:
-                raise ValueError(f"curriculum: points.end must be <= n_points={self.n_points}")
+        check_curriculum(self.curriculum, self.d, self.n_points, self.train)
         if self.loop_curriculum is not None and self.loop_curriculum.end != self.n_loops:
             raise ValueError(
                 f"loop_curriculum: end must equal n_loops={self.n_loops} (the model is trained "
                 f"and tested at b = n_loops), got {self.loop_curriculum.end}; set "
                 "loop_curriculum.end, or loop_curriculum=null for none"
             )
-        uses_step = self.curriculum is not None or self.loop_curriculum is not None
-        if uses_step and self.train.resample_every != 1:
+        if self.loop_curriculum is not None and self.train.resample_every != 1:
             raise ValueError("train.resample_every: must be 1 with a curriculum")
         return self
 
     def task(self, device, dtype) -> FunctionClass:
-        config = FunctionClassConfig(kind="linear", d=self.d, n_points=self.n_points)
-        return FunctionClass(config, device=device, dtype=dtype)
+        return linear_task(self.d, self.n_points, device, dtype)
 
     def looped_config(self) -> LoopedConfig:
         return LoopedConfig(
