@@ -18,7 +18,9 @@ entry-point group `icgd.experiments`) whose object satisfies the `Experiment` pr
 
 Optional: `task(config, sub="") -> Task`, the task the model saved in the run folder's `sub`
 folder was trained on (same law, same rotation), so tools such as `icgd identify` can draw fresh
-prompts for a saved model (`task_for`).
+prompts for a saved model (`task_for`); `known_answer(config, metrics, sub, task) -> dict | None`,
+the algorithm that model is known to run, which `icgd identify` turns into claims
+(`known_answer_for`).
 
 The experiment knows nothing of folders' life, seeds, sweeps or signals: that is `icgd.runs`.
 Built-in experiments are found by scanning this package: every sub-package whose `__init__`
@@ -49,6 +51,7 @@ __all__ = [
     "MemoryEstimate",
     "Outcome",
     "RunContext",
+    "known_answer_for",
     "task_for",
 ]
 
@@ -222,3 +225,13 @@ def task_for(experiment: Experiment, config: Any, sub: str = "") -> Any:
             "source", f"{experiment.name!r} does not say which task its models were trained on"
         )
     return method(config, sub)
+
+
+def known_answer_for(
+    experiment: Experiment, config: Any, metrics: dict, sub: str, task: Any
+) -> dict | None:
+    """What the model in `sub` of a run is known to compute, for `icgd identify`'s claims (the
+    optional `known_answer(config, metrics, sub, task)` method): a dict of the fields of
+    `icgd.experiments.identify.sources.Expected`, or None when the experiment knows no answer."""
+    method = getattr(experiment, "known_answer", None)
+    return None if method is None else method(config, metrics, sub, task)

@@ -60,6 +60,22 @@ def optimal_one_step_scale(n: int, d: int, noise_std: float = 0.0) -> float:
     return n / (n + d + 1 + noise_std**2)
 
 
+def optimal_prefix_step_scale(n_max: int, d: int, noise_std: float = 0.0) -> float:
+    """Optimal one-step η of ``ŷ = (η/n_max) x_qᵀ Σ_{i≤k} y_i x_i`` when the number of points k is
+    uniform on 1 … n_max (prompts zero-padded to n_max, as `which-algorithm` trains; isotropic x,
+    w* ~ N(0, I), label noise σ).
+
+    With ``g_k = x_qᵀ X_kᵀ y``: ``E[g_k y_q] = k d`` and ``E[g_k²] = k d (k + d + 1 + σ²)``
+    (Wishart: ``E tr((X_kᵀX_k)²) = k d (k + d + 1)``), and the loss is quadratic in η, so
+
+        η* = n_max Σ_k k / Σ_k k (k + d + 1 + σ²).
+
+    At a single k = n it is `optimal_one_step_scale`.
+    """
+    ks = range(1, n_max + 1)
+    return n_max * sum(ks) / sum(k * (k + d + 1 + noise_std**2) for k in ks)
+
+
 def one_layer_loss(
     gamma: torch.Tensor,
     sigma: torch.Tensor,

@@ -15,7 +15,12 @@ from icgd.analysis.identify import (
     draw_prompts,
     identify,
     model_view,
+    prediction_cosine,
+    r_squared,
+    spd_with_se,
 )
+from icgd.analysis.identify.gd_beta import start_beta
+from icgd.analysis.identify.metrics import dropped_rows
 from icgd.constructions import (
     lsa_from_gd_step,
     lsa_from_newton_schulz,
@@ -243,3 +248,74 @@ def test_bad_inputs_are_refused_with_a_message():
     with pytest.raises(ValueError, match="not finite"):
         bad = ModelView(predict_fn=lambda X, y, q: torch.full_like(y[:, 0], math.nan))
         identify(bad, _task(), n_prompts=16)
+
+
+def test_held_out_scores_leave_out_a_few_diverged_prompts():
+    """At most 1% of the prompts diverged (not finite, or beyond 10³ rms(m)): the scores are
+    those of the other prompts; more: not scored (SPD = inf, R² = −inf). Clean: bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(1000, generator=g, dtype=F64)
+    a = m + 0.1 * torch.randn(1000, generator=g, dtype=F64)
+    sq = (m - a).square()
+    assert spd_with_se(m, a) == (sq.mean().item(), sq.std().item() / math.sqrt(1000))
+    assert r_squared(m, a) == 1 - (sq.sum() / (m - m.mean()).square().sum()).item()
+    few = a.clone()
+    few[[3, 7, 500]] = torch.tensor([math.inf, math.nan, 2e3], dtype=F64)  # 0.3%
+    few[9] = 50.0  # large but not diverged: scored
+    kept = torch.ones(1000, dtype=torch.bool)
+    kept[[3, 7, 500]] = False
+    assert dropped_rows(m, few) == 3 and dropped_rows(m, a) == 0
+    assert spd_with_se(m, few) == spd_with_se(m[kept], few[kept])
+    assert r_squared(m, few) == r_squared(m[kept], few[kept]) and r_squared(m, few) > -1e4
+    assert prediction_cosine(m, few) == prediction_cosine(m[kept], few[kept])
+    many = a.clone()
+    many[:11] = math.inf  # 1.1%
+    spd, se = spd_with_se(m, many)
+    assert spd == math.inf and math.isnan(se) and r_squared(m, many) == -math.inf
+    assert math.isnan(prediction_cosine(m, many))
+
+
+class _BlowsUp(GradientDescent):
+    """One GD step whose reference predictions are +inf on the first `bad` prompts."""
+
+    def __init__(self, name: str, bad: int) -> None:
+        super().__init__(steps=[1])
+        self.name, self.bad = name, bad
+
+    def reference(self, X, y, x_q, steps, params):
+        out = super().reference(X, y, x_q, steps, params).clone()
+        out[: self.bad] = math.inf
+        return out
+
+
+def test_a_candidate_diverging_on_many_held_out_prompts_ranks_last():
+    result = identify(
+        lsa_from_gd_step(D, 0.7),
+        _task(),
+        algorithms=[_BlowsUp("many", 26), _BlowsUp("few", 2), "ridge", "gd"],  # 5%, 0.4%
+        n_prompts=512,
+        n_bootstrap=0,
+        ilwd_prompts=0,
+    )
+    assert result.names[-1] == "many" and result.names[:2] == ("gd", "few")
+    many, few = result["many"], result["few"]
+    assert many.spd == math.inf and many.r2 == -math.inf and not many.exact
+    model, pred = result.predictions["model"], result.predictions["few"]
+    assert few.spd == spd_with_se(model[2:], pred[2:])[0] and few.r2 > 1 - 1e-12  # 510 others
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
+def test_gd_beta_start_is_the_same_bits_at_every_alignment():
+    """gd-beta's start β was solved with torch's CPU default lstsq driver (gelsy), whose MKL
+    build rounded differently with the operands' memory alignment: same-seed `identify` runs
+    gave ILWDs (≈ 1e-30) differing in the last bits. `start_beta` (gelsd) must not."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(256, D, generator=g, dtype=F64) * 1e-3
+    r = torch.randn(256, generator=g, dtype=F64) * 1e-3
+    seen = set()
+    for offset in range(8):  # 0 … 56 bytes past the allocator's 64-byte alignment
+        a_at = torch.empty(a.numel() + offset, dtype=F64)[offset:].view_as(a).copy_(a)
+        r_at = torch.empty(r.numel() + offset, dtype=F64)[offset:].copy_(r)
+        for _ in range(3):
+            seen.add(start_beta(a_at, r_at).numpy().tobytes())
+    assert len(seen) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -172,3 +173,67 @@ def test_ridge_probe_and_calibration_are_least_squares():
     assert sime(pred[0], pred[0], y) == pytest.approx(1.0)
     table = sime_matrix(torch.stack([y + 2 * (pred[0] - y), pred[1]]), pred[:1], y)
     assert table[0, 0].item() == pytest.approx(1.0)
+
+
+def test_diverging_newton_iterates_are_masked_not_a_crash():
+    """Newton with a shared α diverges where `αλ_max(Ŝ)² > 2`: at α = (1 + √(d/n))⁻⁴ that is
+    3 of 2048 fitting prompts (none held out), past 10³ rms(y_q) from k = 5 on and ±inf by
+    k = 12 (which crashed the calibration's lstsq). They are masked per k and counted; the map
+    is unchanged."""
+    alpha = 1.0 / (1.0 + (D / N) ** 0.5) ** 4
+    probes = probe_layers(
+        lsa_from_newton_schulz(D, 3, alpha),
+        _task(),
+        prompt=newton_schulz_prompt,
+        algorithms=["iterative-newton"],
+        max_steps=16,
+        parameters={"iterative-newton": {"alpha": alpha}},
+        n_prompts=2048,
+    )
+    masked = probes.masked["iterative-newton"]  # (K+1,): prompts masked, fitting + held-out
+    assert masked.shape == (17,) and masked[:5].sum() == 0 and (masked[12:] == 3).all()
+    assert masked.max() <= 0.01 * 2 * 2048  # few: those iterates are still compared
+    assert torch.isfinite(probes.sime["iterative-newton"][2:]).all()
+    assert probes.best_steps["iterative-newton"][2:] == (0, 1, 2, 3)
+    json.dumps(probes.to_dict(), allow_nan=False)
+    assert probes.arrays()["masked.iterative-newton"].shape == (17,)
+
+
+def test_iterates_diverged_on_many_prompts_are_never_the_best_step():
+    """At α = 0.4, `αλ_max² > 2` on 5% of prompts: those iterates get SimE = NaN (more than
+    `MAX_DIVERGED` of the prompts masked) and no layer maps to them."""
+    probes = probe_layers(
+        _gd_model(),
+        _task(),
+        algorithms=["gd", "iterative-newton"],
+        max_steps=16,
+        parameters={"gd": {"eta": ETA}, "iterative-newton": {"alpha": 0.4}},
+        n_prompts=1024,
+    )
+    table, masked = probes.sime["iterative-newton"], probes.masked["iterative-newton"]
+    unusable = masked > 0.01 * 2 * 1024
+    assert unusable[-1] and not unusable[0]
+    assert torch.isnan(table[:, unusable]).all()
+    assert torch.isnan(probes.iterate_r2["iterative-newton"][:, unusable]).all()
+    assert not any(unusable[k] for k in probes.best_steps["iterative-newton"] if k >= 0)
+    assert probes.best_steps["gd"] == DIAGONAL and probes.masked["gd"].sum() == 0
+
+
+def test_masked_sime_calibration_and_probe_are_those_of_the_kept_prompts():
+    g = torch.Generator().manual_seed(1)
+    y = torch.randn(300, generator=g, dtype=F64)
+    rows = y + torch.randn(2, 300, generator=g, dtype=F64)
+    cols = y + torch.randn(3, 300, generator=g, dtype=F64)
+    keep = torch.ones(3, 300, dtype=torch.bool)
+    keep[1, :4] = False
+    cols[1, :4] = torch.tensor([math.inf, -math.inf, math.nan, 1e300], dtype=F64)
+    table = sime_matrix(rows, cols, y, keep)
+    torch.testing.assert_close(table[:, 1], sime_matrix(rows[:, 4:], cols[1:2, 4:], y[4:])[:, 0])
+    assert torch.equal(table[:, [0, 2]], sime_matrix(rows, cols[[0, 2]], y))  # bit for bit
+    fitted = calibrate(cols, y, cols, keep)
+    torch.testing.assert_close(fitted[1, 4:], calibrate(cols[1:2, 4:], y[4:], cols[1:2, 4:])[0])
+    H = torch.randn(300, 3, generator=g, dtype=F64)
+    T = torch.stack([y, cols[1]], dim=1)  # (B, 2): column 1 masked on its first 4 prompts
+    pred = ridge_probe(H, T, H[:5], 1e-6, keep=torch.stack([keep[0], keep[1]], dim=1))
+    torch.testing.assert_close(pred[:, 1], ridge_probe(H[4:], T[4:, 1:], H[:5], 1e-6)[:, 0])
+    assert torch.equal(pred[:, 0], ridge_probe(H, T[:, :1], H[:5], 1e-6)[:, 0])

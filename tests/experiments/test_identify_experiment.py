@@ -83,3 +83,62 @@ def test_cli_finds_what_each_construction_was_built_with(tmp_path, name, paramet
     assert (out / "figures" / "ranking.png").is_file() and (
         out / "figures" / "layer_map.png"
     ).is_file()
+
+
+NEARER = {
+    "expected_exact": 0.0,
+    "expected_nearer.ridge": 1.0,
+    "expected_nearer.ols": 1.0,
+    "expected_than.one-step-gd": 1.0,
+    "expected_nearer_spd": 0.04,
+    "expected_than_spd": 0.5,
+}
+
+
+def test_nearer_than_claim_compares_the_spds():
+    (claim,) = EXPERIMENT.claims(IdentifyConfig(), NEARER)
+    assert claim.name == "nearer_than" and claim.passed
+    assert "ridge or ols" in claim.statement and "one-step-gd" in claim.statement
+    (claim,) = EXPERIMENT.claims(IdentifyConfig(), NEARER | {"expected_nearer_spd": 0.6})
+    assert not claim.passed
+
+
+def test_a_trained_model_that_did_not_learn_fails_the_first_claim():
+    """A deep model that diverges on some prompts can still look "nearer ridge than one GD
+    step" (both SPDs are dominated by the same blow-ups); its MSE above the zero predictor's
+    says the answer means nothing there."""
+    broken = NEARER | {"model_mse_over_zero": 4.9}
+    learned, nearer = EXPERIMENT.claims(IdentifyConfig(), broken)
+    assert learned.name == "model_learned_the_task" and not learned.passed
+    assert nearer.passed
+
+
+def test_which_algorithm_known_answers_by_depth():
+    from icgd.experiments.which_algorithm import EXPERIMENT as WA
+    from icgd.experiments.which_algorithm.config import regression_task
+    from icgd.theory import optimal_prefix_step_scale
+
+    config = resolve_config("which-algorithm", preset="smoke")
+    task = regression_task(config, 0.5)
+    one = WA.known_answer(config, {}, "models/L1-s0.5", task)
+    assert (one["algorithm"], one["steps"]) == ("gd", 1)
+    assert one["parameters"]["eta"] == optimal_prefix_step_scale(config.context, config.d, 0.5)
+    deep = WA.known_answer(config, {}, "models/L2-s0.5", task)
+    assert deep["algorithm"] is None and deep["nearer"] == ("ridge", "ols")
+    assert deep["than"] == "one-step-gd"
+    assert WA.known_answer(config, {}, "", task) is None
+
+
+@pytest.mark.slow
+def test_identify_on_a_which_algorithm_run_claims_by_depth(tmp_path):
+    """End to end on the smoke models (too briefly trained for the claims to mean anything):
+    a one-layer model gets the one-GD-step claims, a two-layer one the nearer-than claim."""
+    run = tmp_path / "wa"
+    main(["run", "which-algorithm", "--preset", "smoke", "--out", str(run)])
+    small = ["--prompts", "256", "--set", "bootstrap=2", "--set", "probes=false"]
+    for model, claims in (("L1-s0", "expected_eta"), ("L2-s0", "nearer_than")):
+        out = tmp_path / model
+        main(["identify", str(run), "--model", f"models/{model}", *small, "--out", str(out)])
+        result = read_result(out / "result.json")
+        assert claims in [c.name for c in result.claims]
+        assert "one-step-gd.spd" in result.metrics or model == "L1-s0"

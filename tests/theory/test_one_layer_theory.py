@@ -14,6 +14,7 @@ from icgd.theory.one_layer import (
     one_layer_risk,
     optimal_one_layer_preconditioner,
     optimal_one_step_scale,
+    optimal_prefix_step_scale,
     risk_at_test_length,
     risk_floor,
     zfb_gamma,
@@ -88,6 +89,41 @@ def test_isotropic_step_is_argmin():
         torch.testing.assert_close(
             ahn_optimal_preconditioner(eye, N, noise), step * eye, rtol=1e-12, atol=1e-12
         )
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.5])
+def test_prefix_step_is_the_argmin_of_the_mean_over_prefix_lengths(noise):
+    """k points padded to n_max with 1/n_max is one layer at k points with step η k / n_max, so
+    the mean of the exact one-layer losses over k is minimised at `optimal_prefix_step_scale`."""
+    n_max, eye = 12, torch.eye(D, dtype=torch.float64)
+
+    def mean_loss(eta: float) -> float:
+        ks = range(1, n_max + 1)
+        return sum(one_layer_loss(eta * k / n_max * eye, eye, k, noise_std=noise) for k in ks)
+
+    res = minimize_scalar(mean_loss, bounds=(0.0, 3.0), method="bounded", options={"xatol": 1e-10})
+    assert res.x == pytest.approx(optimal_prefix_step_scale(n_max, D, noise), abs=1e-7)
+    assert optimal_prefix_step_scale(1, D, noise) == pytest.approx(
+        optimal_one_step_scale(1, D, noise), rel=1e-14
+    )
+
+
+def test_prefix_step_matches_monte_carlo():
+    """The least-squares η over sampled padded prompts, within 4 SE (ratio estimator)."""
+    n_max, noise, S = 10, 0.5, 200_000
+    g = torch.Generator().manual_seed(11)
+    k = torch.randint(1, n_max + 1, (S,), generator=g)
+    X = torch.randn(S, n_max, D, generator=g, dtype=torch.float64)
+    X = X * (torch.arange(n_max) < k[:, None]).unsqueeze(-1)  # zero-padded after k points
+    w, x_q = torch.randn(S, D, generator=g, dtype=torch.float64), torch.randn(S, D, generator=g)
+    x_q = x_q.double()
+    y = torch.einsum("snd,sd->sn", X, w) + noise * torch.randn(S, n_max, generator=g).double()
+    y_q = (x_q * w).sum(-1) + noise * torch.randn(S, generator=g).double()
+    u = torch.einsum("sd,snd,sn->s", x_q, X, y) / n_max  # ŷ = η u
+    a, b = u * y_q, u * u
+    eta = float(a.mean() / b.mean())
+    se = float((a - eta * b).std() / (math.sqrt(S) * b.mean()))
+    assert abs(eta - optimal_prefix_step_scale(n_max, D, noise)) < 4 * se
 
 
 def test_whitened_setting_matches_looped_one_step():

@@ -9,7 +9,8 @@ and at which layer? (issue 20; Akyürek et al. 2023, von Oswald et al. 2023, Fu 
 
 Modules: `spectral` (closed-form predictions on parameter grids), `fitting` (grid, zoom, polish,
 one-step bootstrap), `candidates`, `preconditioned` and `gd_beta` (the algorithms), `views`
-(models and tasks), `metrics`, `result`, `identify`, `probe`.
+(models and tasks), `metrics`, `result`, `identify`, `probe`; the TD family (Markov-reward prompts,
+the TD transformer, batch TD candidates): `td`, `td_candidates`.
 """
 
 from icgd.analysis.identify.candidates import (
@@ -18,11 +19,13 @@ from icgd.analysis.identify.candidates import (
     DebiasedGD,
     GradientDescent,
     IterativeNewton,
+    OneStepGD,
     OrdinaryLeastSquares,
     Ridge,
 )
 from icgd.analysis.identify.gd_beta import GDBeta
 from icgd.analysis.identify.identify import (
+    CANDIDATE_FAMILIES,
     CANDIDATES,
     DEFAULT_ALGORITHMS,
     identify,
@@ -39,6 +42,7 @@ from icgd.analysis.identify.metrics import (
 from icgd.analysis.identify.preconditioned import PreconditionedGD
 from icgd.analysis.identify.probe import (
     ITERATES,
+    PROBE_ALGORITHMS,
     calibrate,
     iterate_predictions,
     probe_layers,
@@ -50,12 +54,35 @@ from icgd.analysis.identify.result import (
     LayerProbes,
     ParameterEstimate,
 )
-from icgd.analysis.identify.views import ModelView, Prompts, draw_prompts, model_view
+from icgd.analysis.identify.td import TDPromptTask, td_view
+from icgd.analysis.identify.td_candidates import (
+    LSTD,
+    TD0,
+    TD_ALGORITHMS,
+    TD_CANDIDATES,
+    TD_PROBE_ALGORITHMS,
+    PreconditionedTD0,
+    ResidualGradient,
+)
+from icgd.analysis.identify.views import (
+    ModelView,
+    Prompts,
+    draw_prompts,
+    model_view,
+    prompt_family,
+)
 
 __all__ = [
     "CANDIDATES",
+    "CANDIDATE_FAMILIES",
     "DEFAULT_ALGORITHMS",
+    "LSTD",
+    "TD0",
+    "TD_ALGORITHMS",
+    "TD_CANDIDATES",
+    "TD_PROBE_ALGORITHMS",
     "ITERATES",
+    "PROBE_ALGORITHMS",
     "AlgorithmFit",
     "Candidate",
     "Chebyshev",
@@ -65,12 +92,16 @@ __all__ = [
     "Identification",
     "IterativeNewton",
     "LayerProbes",
+    "OneStepGD",
     "ModelView",
     "OrdinaryLeastSquares",
     "ParameterEstimate",
     "PreconditionedGD",
+    "PreconditionedTD0",
     "Prompts",
+    "ResidualGradient",
     "Ridge",
+    "TDPromptTask",
     "calibrate",
     "draw_prompts",
     "identify",
@@ -79,10 +110,12 @@ __all__ = [
     "model_view",
     "prediction_cosine",
     "probe_layers",
+    "prompt_family",
     "r_squared",
     "ridge_probe",
     "sime",
     "sime_matrix",
     "spd_with_se",
+    "td_view",
     "weight_cosine",
 ]

@@ -201,6 +201,14 @@ class GradientDescent(SpectralCandidate):
         return gradient_descent(X, y, float(params["eta"]), steps).predict(x_q)[-1]
 
 
+class OneStepGD(GradientDescent):
+    """One GD step from 0, ``ŵ = η Xᵀy/n``, η fitted: the one-layer reference of von Oswald et
+    al. 2023 and Akyürek et al. 2023, which deeper models are said to leave behind."""
+
+    name = "one-step-gd"
+    default_steps = (1,)
+
+
 class DebiasedGD(GradientDescent):
     """k steps of debiased GD (centred covariates, raw query) with step m
     (`icgd.algorithms.debiased_gd`, He et al. 2025)."""
@@ -302,21 +310,34 @@ class Chebyshev(SpectralCandidate):
         return chebyshev_iteration(X, y, steps, interval=interval).predict(x_q)[-1]
 
 
-class OrdinaryLeastSquares:
-    """Minimum-norm least squares `X⁺y` (`icgd.algorithms.ols`): nothing to fit."""
+class FixedCandidate:
+    """Base of the candidates with nothing to fit: one StepFit of `predictions(data)`."""
 
-    name = "ols"
+    name: ClassVar[str]
     parameter_names: tuple[str, ...] = ()
 
+    def predictions(self, data: FitData) -> Tensor:
+        """The algorithm's predictions (B,) on the fitting prompts."""
+        raise NotImplementedError
+
     def fit(self, data: FitData, target: Tensor) -> list[StepFit]:
-        spec = data.spectrum
-        pred = spec.predict(ols_filter(spec.s, spec.n).unsqueeze(0))[0]  # (B,)
+        pred = self.predictions(data)
         loss = (pred - target).square().mean().item()
         theta = torch.zeros(0, dtype=torch.float64)
         return [StepFit(steps=None, theta=theta, loss=loss, predict=lambda z: pred)]
 
     def parameters(self, theta: Tensor) -> dict[str, Tensor]:
         return {}
+
+
+class OrdinaryLeastSquares(FixedCandidate):
+    """Minimum-norm least squares `X⁺y` (`icgd.algorithms.ols`): nothing to fit."""
+
+    name = "ols"
+
+    def predictions(self, data: FitData) -> Tensor:
+        spec = data.spectrum
+        return spec.predict(ols_filter(spec.s, spec.n).unsqueeze(0))[0]  # (B,)
 
     def reference(self, X, y, x_q, steps, params):
         return (ols(X, y) * x_q).sum(-1)

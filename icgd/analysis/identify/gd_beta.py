@@ -50,6 +50,18 @@ def _profile(spec: Spectrum, target: Tensor, k: int, theta: Tensor) -> Tensor:
     return (a * beta[:, None, :]).sum(-1) + base
 
 
+def start_beta(a: Tensor, residual: Tensor) -> Tensor:
+    """`β̂ = argmin_β ‖Aβ − r‖²` (minimum norm), rows `a_b` of A (B, d), r = m − ŷ⁰ (B,) → (d,).
+
+    By SVD (LAPACK gelsd), not torch's CPU default driver gelsy: MKL's gelsy (QR with column
+    pivoting) rounds differently with where its operands and workspace sit in memory, so the
+    same prompts gave a β differing in the last bits from call to call, and same-seed runs of
+    `identify` an ILWD (≈ 1e-30 at an exact fit) differing in the last bits. gelsd gives the
+    same bits at every alignment (tested).
+    """
+    return torch.linalg.lstsq(a, residual.unsqueeze(-1), driver="gelsd").solution[:, 0]
+
+
 def _joint(spec: Spectrum, k: int, theta: Tensor) -> Tensor:
     """Predictions (B,) at θ = (log η, β_1 … β_d)."""
     a, base = _rows(spec, theta[:1].exp(), k)
@@ -88,7 +100,7 @@ class GDBeta:
         fits = []
         for _, k, z in sorted(zoomed, key=lambda t: t[0])[: self.n_polish]:
             a, base = _rows(spec, z.exp(), k)  # β at the zoomed η, then the joint polish
-            beta = torch.linalg.lstsq(a[0], (target - base[0]).unsqueeze(-1)).solution[:, 0]
+            beta = start_beta(a[0], target - base[0])
             predict = partial(_joint, spec, k)
             theta, value = polish(predict, target, torch.cat([z, beta]))
             fits.append(StepFit(steps=k, theta=theta, loss=value, predict=predict))

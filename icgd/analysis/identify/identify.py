@@ -22,9 +22,12 @@ algorithms on prompts the fit never saw:
 
 Candidates (`CANDIDATES`, by their `icgd.algorithms` registry names; `newton` and underscores
 are accepted): `gd`, `preconditioned-gd`, `ridge`, `ols`, `iterative-newton`, `chebyshev`,
-`debiased-gd`, `gd-beta`. Pass configured instances (e.g. `GradientDescent(steps=[1])`) to
-change the steps tried. Fitting runs in float64 on the CPU; the model runs in its own dtype
-and device.
+`debiased-gd`, `gd-beta`, and on request `one-step-gd` (`gd` at k = 1). Pass configured
+instances (e.g. `GradientDescent(steps=[1, 2])`) to change the steps tried. Other prompt
+families register theirs in `CANDIDATE_FAMILIES` (family → (registry, defaults)); the task's
+family (`views.prompt_family`) picks the registry, and must be the one the model's view reads
+(TD prompts and candidates: `icgd.analysis.identify.td`, `td_candidates`). Fitting runs in
+float64 on the CPU; the model runs in its own dtype and device.
 
 Cost (measured on the shared 2-core CPU machine, torch with one thread): a 3-layer float32 LSA
 (d = 5, n = 20), 8192 fitting and 8192 held-out prompts, 64 resamples, all 8 candidates: 18 s.
@@ -48,12 +51,14 @@ from icgd.analysis.identify.candidates import (
     DebiasedGD,
     GradientDescent,
     IterativeNewton,
+    OneStepGD,
     OrdinaryLeastSquares,
     Ridge,
 )
 from icgd.analysis.identify.fitting import FitData, bootstrap_weights, one_step_bootstrap
 from icgd.analysis.identify.gd_beta import GDBeta
 from icgd.analysis.identify.metrics import (
+    dropped_rows,
     prediction_cosine,
     r_squared,
     spd_with_se,
@@ -61,12 +66,19 @@ from icgd.analysis.identify.metrics import (
 )
 from icgd.analysis.identify.preconditioned import PreconditionedGD
 from icgd.analysis.identify.result import AlgorithmFit, Identification, ParameterEstimate
-from icgd.analysis.identify.views import ModelView, Prompts, draw_prompts, model_view
+from icgd.analysis.identify.views import (
+    ModelView,
+    Prompts,
+    draw_prompts,
+    model_view,
+    prompt_family,
+)
 from icgd.core.rng import derive_seed, make_generator
 from icgd.core.threads import single_threaded
 
 CANDIDATES: dict[str, Callable[[], Candidate]] = {
     "gd": GradientDescent,
+    "one-step-gd": OneStepGD,
     "preconditioned-gd": PreconditionedGD,
     "ridge": Ridge,
     "ols": OrdinaryLeastSquares,
@@ -75,19 +87,30 @@ CANDIDATES: dict[str, Callable[[], Candidate]] = {
     "debiased-gd": DebiasedGD,
     "gd-beta": GDBeta,
 }
-DEFAULT_ALGORITHMS = tuple(CANDIDATES)
+# one-step-gd is gd with k = 1 only: asked for by name (e.g. "nearer ridge than one GD step?")
+DEFAULT_ALGORITHMS = tuple(name for name in CANDIDATES if name != "one-step-gd")
 _ALIASES = {"newton": "iterative-newton"}
+CANDIDATE_FAMILIES: dict[str, tuple[dict[str, Callable[[], Candidate]], tuple[str, ...]]] = {
+    "regression": (CANDIDATES, DEFAULT_ALGORITHMS)
+}
+"""Prompt family → (its candidates by name, the default names); module docstring."""
 
 
-def make_candidates(algorithms: Sequence[str | Candidate] | None = None) -> list[Candidate]:
-    """Candidates from names (`CANDIDATES`; default all) or configured instances."""
+def make_candidates(
+    algorithms: Sequence[str | Candidate] | None = None, *, family: str = "regression"
+) -> list[Candidate]:
+    """Candidates from names (the `family`'s registry, `CANDIDATES` for regression; default
+    all its defaults) or configured instances."""
+    if family not in CANDIDATE_FAMILIES:
+        raise ValueError(f"unknown prompt family {family!r}; known: {sorted(CANDIDATE_FAMILIES)}")
+    registry, defaults = CANDIDATE_FAMILIES[family]
     out: list[Candidate] = []
-    for item in DEFAULT_ALGORITHMS if algorithms is None else algorithms:
+    for item in defaults if algorithms is None else algorithms:
         if isinstance(item, str):
             key = _ALIASES.get(item, item.replace("_", "-"))
-            if key not in CANDIDATES:
-                raise ValueError(f"unknown algorithm {item!r}; known: {sorted(CANDIDATES)}")
-            out.append(CANDIDATES[key]())
+            if key not in registry:
+                raise ValueError(f"unknown algorithm {item!r}; known: {sorted(registry)}")
+            out.append(registry[key]())
         elif isinstance(item, Candidate):
             out.append(item)
         else:
@@ -154,6 +177,7 @@ def _fit_candidate(
 
     pred = reference(held.X, held.y, held.x_q)  # (B,)
     spd, spd_se = spd_with_se(model_held, pred)
+    dropped = dropped_rows(model_held, pred)
     scores: dict[str, Any] = {}
     if implicit is not None:
         sub, model_w = implicit
@@ -170,7 +194,8 @@ def _fit_candidate(
         cosine=prediction_cosine(model_held, pred),
         test_mse=(pred - held.y_q).square().mean().item(),
         n_parameters=best.theta.numel() + (best.steps is not None),
-        exact=spd <= exact_tol,
+        exact=spd <= exact_tol and dropped == 0,
+        dropped=dropped,
         **scores,
     )
     return fit, pred
@@ -195,7 +220,8 @@ def identify(
     docstring).
 
     model: an icgd model (`model_view`) or a `ModelView`; task: a `regression` or `next-point`
-    task (`draw_prompts`). algorithms: names or `Candidate`s (default `DEFAULT_ALGORITHMS`).
+    task, or one of a registered layout (`draw_prompts`; e.g. `td.TDPromptTask`). algorithms:
+    names or `Candidate`s (default: the task family's, `DEFAULT_ALGORITHMS` for regression).
     n_prompts: fitting prompts; n_heldout: scoring prompts (default n_prompts); n_bootstrap:
     resamples R (0: no uncertainty); level: of the percentile intervals; ilwd_prompts: held-out
     prompts for ILWD (0: none); prompt: the prompt builder of a prompt-matrix model (e.g.
@@ -208,7 +234,13 @@ def identify(
             f"{n_heldout}, {n_bootstrap}, {level}"
         )
     view = model_view(model, prompt=prompt, chunk=chunk)
-    candidates = make_candidates(algorithms)
+    family = prompt_family(task)
+    if view.family != family:
+        raise TypeError(
+            f"the model reads {view.family} prompts but the task gives {family} prompts; give a "
+            "task of the model's family, or wrap the model in icgd.analysis.identify.ModelView"
+        )
+    candidates = make_candidates(algorithms, family=family)
     device = getattr(task, "device", "cpu")
     fit_set, held = (
         draw_prompts(task, size, make_generator(derive_seed(seed, "identify", name), device))

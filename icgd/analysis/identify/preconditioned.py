@@ -22,7 +22,7 @@ per-layer read-out is what `probe_layers` gives. Shapes: X (B, n, d), y (B, n), 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
@@ -40,20 +40,58 @@ def _predict(S_hat: Tensor, b: Tensor, x_q: Tensor, k: int, theta: Tensor) -> Te
 
 
 def _scan_scale(
-    S_hat: Tensor, b: Tensor, x_q: Tensor, target: Tensor, k: int, base: Tensor
+    A: Tensor, b: Tensor, q: Tensor, target: Tensor, k: int, base: Tensor
 ) -> tuple[Tensor, float]:
-    """The best `c Γ_base` over c on a log grid: returns (Γ (d, d), loss). One batched pass of
-    all G scales: iterates (G, B, d)."""
+    """The best `c M_base` over c on a log grid: returns (M (d, d), loss). One batched pass of
+    all G scales: iterates (G, B, d) of `w ← w + M(b − Aw)`."""
     scales = torch.logspace(-2, 1, 61, dtype=torch.float64)  # (G,)
-    gammas = scales[:, None, None] * base  # (G, d, d)
+    Ms = scales[:, None, None] * base  # (G, d, d)
     w = torch.zeros(scales.shape[0], *b.shape, dtype=b.dtype)  # (G, B, d)
     for _ in range(k):  # a loop over the steps only
-        grad = torch.einsum("bij,gbj->gbi", S_hat, w) - b  # (G, B, d): Ŝw − b
-        w = w - torch.einsum("gij,gbj->gbi", gammas, grad)
-    loss = ((w * x_q).sum(-1) - target).square().mean(-1)  # (G,)
+        residual = torch.einsum("bij,gbj->gbi", A, w) - b  # (G, B, d): Aw − b
+        w = w - torch.einsum("gij,gbj->gbi", Ms, residual)
+    loss = ((w * q).sum(-1) - target).square().mean(-1)  # (G,)
     loss = torch.where(torch.isfinite(loss), loss, torch.full_like(loss, math.inf))
     i = int(torch.argmin(loss))
-    return gammas[i], loss[i].item()
+    return Ms[i], loss[i].item()
+
+
+def fit_shared_matrix(
+    moments: tuple[Tensor, Tensor],
+    q: Tensor,
+    target: Tensor,
+    steps: Sequence[int],
+    predict: Callable[[int, Tensor], Tensor],
+    start: Tensor,
+    max_nfev: int,
+) -> list[StepFit]:
+    """One StepFit per k in `steps` (increasing) of `w ← w + M(b − Aw)` from 0 with one d × d M
+    shared by the k steps and `ŷ = qᵀ w_k` (module docstring: k = 1 by least squares, k ≥ 2
+    polished from the better of the scaled `start` and the scaled fit at k − 1).
+
+    moments: A (B, d, d), b (B, d); q (B, d); predict(k, θ) → (B,) with M = θ reshaped (d, d).
+    Preconditioned GD (A = Ŝ, b = Xᵀy/n, q = x_q) and preconditioned TD(0) share it.
+    """
+    A, b = moments
+    d = q.shape[1]
+    fits: list[StepFit] = []
+    previous: Tensor | None = None
+    for k in sorted(steps):
+        predict_k = partial(predict, k)
+        if k == 1:
+            F = (q[:, :, None] * b[:, None, :]).reshape(-1, d * d)  # (B, d²): q bᵀ
+            theta = torch.linalg.lstsq(F, target.unsqueeze(-1), driver="gelsd").solution[:, 0]
+            with torch.no_grad():
+                loss = (predict_k(theta) - target).square().mean().item()
+        else:
+            starts = [_scan_scale(A, b, q, target, k, start)]
+            if previous is not None:
+                starts.append(_scan_scale(A, b, q, target, k, previous))
+            M0 = min(starts, key=lambda s: s[1])[0]
+            theta, loss = polish(predict_k, target, M0.reshape(-1), max_nfev=max_nfev)
+        previous = theta.reshape(d, d)
+        fits.append(StepFit(steps=k, theta=theta, loss=loss, predict=predict_k))
+    return fits
 
 
 class PreconditionedGD:
@@ -72,28 +110,13 @@ class PreconditionedGD:
     def fit(self, data: FitData, target: Tensor) -> list[StepFit]:
         """One StepFit per k in `steps` (module docstring), in increasing k."""
         S_hat, b = data.moments
-        x_q = data.x_q
-        d = x_q.shape[1]
-        eye = torch.eye(d, dtype=torch.float64)
         curvature = max(torch.diagonal(S_hat, dim1=1, dim2=2).mean().item(), 1e-300)
-        fits: list[StepFit] = []
-        previous: Tensor | None = None
-        for k in sorted(self.steps):
-            predict = partial(_predict, S_hat, b, x_q, k)
-            if k == 1:
-                F = (x_q[:, :, None] * b[:, None, :]).reshape(-1, d * d)  # (B, d²): x_q bᵀ
-                theta = torch.linalg.lstsq(F, target.unsqueeze(-1), driver="gelsd").solution[:, 0]
-                with torch.no_grad():
-                    loss = (predict(theta) - target).square().mean().item()
-            else:
-                starts = [_scan_scale(S_hat, b, x_q, target, k, eye / curvature)]
-                if previous is not None:
-                    starts.append(_scan_scale(S_hat, b, x_q, target, k, previous))
-                gamma0 = min(starts, key=lambda s: s[1])[0]
-                theta, loss = polish(predict, target, gamma0.reshape(-1), max_nfev=self.max_nfev)
-            previous = theta.reshape(d, d)
-            fits.append(StepFit(steps=k, theta=theta, loss=loss, predict=predict))
-        return fits
+        eye = torch.eye(data.x_q.shape[1], dtype=torch.float64)
+        predict = partial(_predict, S_hat, b, data.x_q)
+        start = eye / curvature
+        return fit_shared_matrix(
+            (S_hat, b), data.x_q, target, self.steps, predict, start, self.max_nfev
+        )
 
     def parameters(self, theta: Tensor) -> dict[str, Tensor]:
         d = math.isqrt(theta.shape[-1])

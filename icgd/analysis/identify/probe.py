@@ -29,6 +29,13 @@ to the diagonal. A second map needs no read-out at all: `decoded_steps`, the k w
 the layer's probe decodes best (largest held-out R²; a layer from which nothing decodes better
 than a constant is mapped to the algorithm's constant starting iterate, e.g. k = 0 for GD).
 
+**Diverging iterates** (ours). A shared parameter can make an iterate blow up on a few prompts
+(Newton where `αλ_max(Ŝ)² > 2`; at α = (1 + √(d/n))⁻⁴, d = 4, n = 20: 3 of 2048 prompts, inf by
+k = 12). Where iterate k diverged (`metrics.diverged_rows` against y_q: not finite, or beyond
+10³ rms(y_q)) the prompt is masked out of its probe, calibration and SimE, and counted in
+`masked`. Masked on more than `MAX_DIVERGED` (1%) of either prompt set, it is not compared:
+SimE and probe R² NaN, never a best k (`best_steps` −1 for a layer with nothing to compare).
+
 Iterates (`ITERATES`), their parameters by name (an `Identification` passed as `parameters` gives
 each algorithm it fitted its fitted values), and their defaults (ours):
 
@@ -44,6 +51,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -58,9 +66,9 @@ from icgd.algorithms import (
     preconditioned_gd,
     richardson_iteration,
 )
-from icgd.analysis.identify.metrics import sime_matrix
+from icgd.analysis.identify.metrics import diverged_rows, sime_matrix, too_many_diverged
 from icgd.analysis.identify.result import Identification, LayerProbes
-from icgd.analysis.identify.views import Prompts, draw_prompts, model_view
+from icgd.analysis.identify.views import Prompts, draw_prompts, model_view, prompt_family
 from icgd.core.rng import derive_seed, make_generator
 from icgd.core.threads import single_threaded
 
@@ -102,6 +110,8 @@ ITERATES: dict[str, Callable] = {
     "debiased-gd": _debiased,
     "preconditioned-gd": _pgd,
 }
+PROBE_ALGORITHMS: dict[str, tuple[str, ...]] = {"regression": ("gd", "iterative-newton")}
+"""Prompt family → the iterates `probe_layers` compares by default (others register theirs)."""
 
 
 def iterate_predictions(
@@ -141,56 +151,97 @@ def _parameters(
     return out
 
 
-def ridge_probe(H: Tensor, T: Tensor, H_new: Tensor, ridge: float) -> Tensor:
+def ridge_probe(
+    H: Tensor, T: Tensor, H_new: Tensor, ridge: float, keep: Tensor | None = None
+) -> Tensor:
     """Fit the ridge probe with intercept (module docstring) on features H (B, D) and targets
-    T (B, M); predict on H_new (B', D) → (B', M). float64."""
+    T (B, M); predict on H_new (B', D) → (B', M). float64. keep (B, M) bool: each column with
+    masked prompts is fitted on its kept ones only (`_masked_ridge_probe`); the others share
+    one solve, bit for bit as without `keep` (columns are independent)."""
     H, T, H_new = H.double(), T.double(), H_new.double()
-    mu_h, mu_t = H.mean(0), T.mean(0)
+    clean = T if keep is None else torch.where(keep, T, 0.0)  # no inf in the shared solve
+    mu_h, mu_t = H.mean(0), clean.mean(0)
     Hc = H - mu_h
     gram = Hc.T @ Hc  # (D, D)
     scale = torch.trace(gram).item() / gram.shape[0]
     lam = ridge * (scale if scale > 0 else 1.0)
     eye = torch.eye(gram.shape[0], dtype=gram.dtype)
-    W = torch.linalg.solve(gram + lam * eye, Hc.T @ (T - mu_t))  # (D, M)
-    return (H_new - mu_h) @ W + mu_t
+    W = torch.linalg.solve(gram + lam * eye, Hc.T @ (clean - mu_t))  # (D, M)
+    pred = (H_new - mu_h) @ W + mu_t
+    if keep is not None and not bool(keep.all()):
+        partial = ~keep.all(0)  # (M,)
+        pred[:, partial] = _masked_ridge_probe(H, T[:, partial], keep[:, partial], H_new, ridge)
+    return pred
 
 
-def _r2_columns(pred: Tensor, T: Tensor) -> Tensor:
-    """Held-out R² of every column: (B, M), (B, M) → (M,), NaN for a constant target."""
-    total = (T - T.mean(0)).square().sum(0)
-    resid = (pred - T).square().sum(0)
+def _masked_ridge_probe(H: Tensor, T: Tensor, keep: Tensor, H_new: Tensor, ridge: float) -> Tensor:
+    """`ridge_probe` of each column of T (B, M) on its own kept prompts keep (B, M): the same
+    formula with the sums over `{b : keep[b, m]}`, batched over the M columns (one D × D gram
+    each, masked rows zeroed after centring) → (B', M)."""
+    w = keep.T.double()  # (M, B): 1 where kept
+    count = w.sum(1)  # (M,)
+    mu_h = (w @ H) / count[:, None]  # (M, D)
+    T0 = torch.where(keep, T, 0.0).T  # (M, B): a diverged target reads 0 (then weight 0)
+    mu_t = (w * T0).sum(1) / count  # (M,)
+    Hc = (H - mu_h[:, None]) * w[..., None]  # (M, B, D)
+    gram = Hc.transpose(1, 2) @ Hc  # (M, D, D)
+    scale = torch.diagonal(gram, dim1=1, dim2=2).sum(-1) / gram.shape[-1]  # (M,)
+    lam = ridge * torch.where(scale > 0, scale, 1.0)
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
+    rhs = Hc.transpose(1, 2) @ ((T0 - mu_t[:, None]) * w).unsqueeze(-1)  # (M, D, 1)
+    W = torch.linalg.solve(gram + lam[:, None, None] * eye, rhs)  # (M, D, 1)
+    return ((H_new - mu_h[:, None]) @ W)[..., 0].T + mu_t  # (B', M)
+
+
+def _r2_columns(pred: Tensor, T: Tensor, keep: Tensor | None = None) -> Tensor:
+    """Held-out R² of every column: (B, M), (B, M) → (M,), NaN for a constant target; with
+    keep (B, M), the sums of a column with masked prompts run over its kept ones only."""
+    w = torch.ones_like(T) if keep is None else keep.to(T.dtype)
+    partial = (w == 0).any(0)  # (M,); the other columns keep the plain sums, bit for bit
+    T = torch.where(w > 0, T, 0.0)
+    mean = torch.where(partial, (w * T).sum(0) / w.sum(0), T.mean(0))
+    total = torch.where(partial, (w * (T - mean)).square().sum(0), (T - mean).square().sum(0))
+    resid = torch.where(partial, (w * (pred - T)).square().sum(0), (pred - T).square().sum(0))
     ok = total > 1e-24 * (1 + T.square().sum(0))
     return torch.where(ok, 1 - resid / torch.where(ok, total, 1.0), torch.nan)
 
 
-def calibrate(fit_pred: Tensor, fit_target: Tensor, pred: Tensor) -> Tensor:
+def calibrate(
+    fit_pred: Tensor, fit_target: Tensor, pred: Tensor, keep: Tensor | None = None
+) -> Tensor:
     """Each row's least-squares affine fit to the target: `a_k ŷ_k + c_k` with (a_k, c_k)
     fitted on the fitting prompts (minimum norm for a constant row). fit_pred (K, B),
-    fit_target (B,), pred (K, B') → (K, B')."""
+    fit_target (B,), pred (K, B') → (K, B'). keep (K, B) bool: row k's fit uses its kept prompts
+    only (a masked equation is zeroed: it adds nothing to the least squares)."""
     K, B = fit_pred.shape
-    A = torch.stack([fit_pred, torch.ones_like(fit_pred)], dim=-1)  # (K, B, 2)
-    rhs = fit_target.expand(K, B).unsqueeze(-1)  # (K, B, 1)
-    coef = torch.linalg.lstsq(A, rhs, driver="gelsd").solution[..., 0]  # (K, 2)
+    ones = torch.ones_like(fit_pred)
+    rhs = fit_target.expand(K, B)
+    if keep is not None and not bool(keep.all()):  # LAPACK refuses inf: zero those equations
+        ones = keep.to(fit_pred.dtype)
+        fit_pred, rhs = torch.where(keep, fit_pred, 0.0), torch.where(keep, rhs, 0.0)
+    A = torch.stack([fit_pred, ones], dim=-1)  # (K, B, 2)
+    coef = torch.linalg.lstsq(A, rhs.unsqueeze(-1), driver="gelsd").solution[..., 0]  # (K, 2)
     return pred * coef[:, :1] + coef[:, 1:]
 
 
 def _layer_tables(view, fit: Prompts, held: Prompts, targets: tuple, ridge: float, native: bool):
     """Per layer: the probes' held-out R² (L+1, M) and the y_q read-outs (L+1, B'), either the
-    probe's or (`native`) the model's own; and the layer names."""
-    T_fit, T_held = targets
+    probe's or (`native`) the model's own; and the layer names. targets: `_targets`."""
+    T_fit, T_held, keep_fit, keep_held = targets
     res_fit, _ = view.residuals(fit.X, fit.y, fit.x_q)
     res_held, own = view.residuals(held.X, held.y, held.x_q, native=native)
     r2, readout = [], []
     for name in res_fit:
-        pred = ridge_probe(res_fit[name], T_fit, res_held[name], ridge)  # (B', M)
-        r2.append(_r2_columns(pred, T_held))
+        pred = ridge_probe(res_fit[name], T_fit, res_held[name], ridge, keep_fit)  # (B', M)
+        r2.append(_r2_columns(pred, T_held, keep_held))
         readout.append(own[name] if own is not None else pred[:, 0])
     return torch.stack(r2), torch.stack(readout), tuple(res_fit)
 
 
 def _argmax(table: Tensor) -> tuple[int, ...]:
-    """The column of the largest entry of each row (NaN counts as −∞)."""
-    return tuple(torch.nan_to_num(table, nan=-math.inf).argmax(1).tolist())
+    """The column of the largest entry of each row (NaN counts as −∞; −1 for an all-NaN row)."""
+    best = torch.nan_to_num(table, nan=-math.inf).argmax(1)
+    return tuple(torch.where(torch.isnan(table).all(1), -1, best).tolist())
 
 
 def _decoded(r2: Tensor, iterates: Tensor) -> tuple[int, ...]:
@@ -203,12 +254,67 @@ def _decoded(r2: Tensor, iterates: Tensor) -> tuple[int, ...]:
     return tuple(int(row.argmax()) if row.max() > 0 else start for row in best)
 
 
+@dataclass(frozen=True)
+class _Iterates:
+    """One algorithm's iterates k = 0 … K on the fitting (K+1, B) and held-out (K+1, B')
+    prompts, and where they are kept (not diverged; bool, same shapes)."""
+
+    fit: Tensor
+    held: Tensor
+    keep_fit: Tensor
+    keep_held: Tensor
+
+    @property
+    def usable(self) -> Tensor:
+        """(K+1,) bool: compared, masked on few enough prompts of each set (module docstring)."""
+        return ~(too_many_diverged(~self.keep_fit) | too_many_diverged(~self.keep_held))
+
+    @property
+    def masked(self) -> Tensor:
+        """(K+1,) int64: the prompts masked per iterate, fitting plus held-out."""
+        return (~self.keep_fit).sum(1) + (~self.keep_held).sum(1)
+
+
+def _iterates(name: str, fit: Prompts, held: Prompts, K: int, params: Mapping) -> _Iterates:
+    """Iterates 0 … K of `name` on both prompt sets, masked where diverged against y_q."""
+    pred_fit = iterate_predictions(name, fit.X, fit.y, fit.x_q, K, params)  # (K+1, B)
+    pred_held = iterate_predictions(name, held.X, held.y, held.x_q, K, params)  # (K+1, B')
+    keep_fit, keep_held = ~diverged_rows(pred_fit, fit.y_q), ~diverged_rows(pred_held, held.y_q)
+    return _Iterates(pred_fit, pred_held, keep_fit, keep_held)
+
+
+def _targets(fit: Prompts, held: Prompts, its: Sequence[_Iterates]) -> tuple[Tensor, ...]:
+    """The probes' targets, y_q then every iterate, (B, M) and (B', M) with M = 1 + Σ(K+1), and
+    which of their entries are kept (bool, same shapes; y_q always)."""
+
+    def columns(first: Tensor, part: str) -> Tensor:
+        return torch.cat([first[:, None]] + [getattr(i, part).T for i in its], dim=1)
+
+    every = [torch.ones_like(p.y_q, dtype=torch.bool) for p in (fit, held)]
+    return (
+        columns(fit.y_q, "fit"),
+        columns(held.y_q, "held"),
+        columns(every[0], "keep_fit"),
+        columns(every[1], "keep_held"),
+    )
+
+
+def _compare(read: Tensor, it: _Iterates, fit_y: Tensor | None, held_y: Tensor) -> Tensor:
+    """SimE (R, K+1) of read-outs (R, B') with the iterates on their kept held-out prompts,
+    calibrated to `fit_y` (y_q of the fitting prompts) if given; NaN where not `usable`."""
+    compared = it.held
+    if fit_y is not None:
+        compared = calibrate(it.fit, fit_y, it.held, it.keep_fit)
+    table = sime_matrix(read, compared, held_y, it.keep_held)
+    return torch.where(it.usable, table, math.nan)
+
+
 @single_threaded
 def probe_layers(
     model: Any,
     task: Any,
     *,
-    algorithms: Sequence[str] = ("gd", "iterative-newton"),
+    algorithms: Sequence[str] | None = None,
     max_steps: int = 8,
     parameters: Mapping[str, Mapping[str, Any]] | Identification | None = None,
     readout: Literal["probe", "native"] = "probe",
@@ -222,12 +328,14 @@ def probe_layers(
 ) -> LayerProbes:
     """Linear probes of every layer and the layer ↔ iteration map (module docstring).
 
-    model, task, prompt, chunk: as in `identify`. algorithms: iterative algorithms (`ITERATES`);
+    model, task, prompt, chunk: as in `identify`. algorithms: iterative algorithms (`ITERATES`;
+    default the task family's `PROBE_ALGORITHMS`, gd and iterative Newton for regression);
     max_steps: K; parameters: per algorithm, or an `Identification`; readout: the layer's y_q
     read-out compared by SimE, the ridge `probe` or the model's own head (`native`);
     calibrated: pass the iterates through the same affine fit to y_q as the probe (default: for
     the probe read-out); n_prompts / n_heldout: probe fitting / scoring prompts (streams
-    `derive_seed(seed, "probe", "fit" / "heldout")`); ridge: the probe's relative λ.
+    `derive_seed(seed, "probe", "fit" / "heldout")`); ridge: the probe's relative λ. The
+    prompts masked per iterate (diverged) are counted in `LayerProbes.masked`.
     """
     n_heldout = n_prompts if n_heldout is None else n_heldout
     if n_prompts < 2 or n_heldout < 2 or ridge < 0 or max_steps < 0:
@@ -239,6 +347,8 @@ def probe_layers(
         raise ValueError(f"readout must be 'probe' or 'native', got {readout!r}")
     calibrated = readout == "probe" if calibrated is None else calibrated
     view = model_view(model, prompt=prompt, chunk=chunk)
+    if algorithms is None:
+        algorithms = PROBE_ALGORITHMS[prompt_family(task)]
     device = getattr(task, "device", "cpu")
     fit, held = (
         draw_prompts(task, size, make_generator(derive_seed(seed, "probe", name), device))
@@ -246,22 +356,14 @@ def probe_layers(
     )
     K = int(max_steps)
     params = _parameters(algorithms, parameters, fit)
-    it_fit = {a: iterate_predictions(a, fit.X, fit.y, fit.x_q, K, params[a]) for a in algorithms}
-    it_held = {
-        a: iterate_predictions(a, held.X, held.y, held.x_q, K, params[a]) for a in algorithms
-    }
-    targets = tuple(
-        torch.cat([p.y_q[:, None]] + [its[a].T for a in algorithms], dim=1)  # (B, M)
-        for p, its in ((fit, it_fit), (held, it_held))
-    )
+    its = {a: _iterates(a, fit, held, K, params[a]) for a in algorithms}
+    targets = _targets(fit, held, [its[a] for a in algorithms])
     r2, read, layers = _layer_tables(view, fit, held, targets, ridge, readout == "native")
-    compared = {
-        a: calibrate(it_fit[a], fit.y_q, it_held[a]) if calibrated else it_held[a]
-        for a in algorithms
-    }
-    sime = {a: sime_matrix(read, compared[a], held.y_q) for a in algorithms}
-    model_held = view.predict(held.X, held.y, held.x_q)
+    usable = torch.cat([torch.ones(1, dtype=torch.bool)] + [its[a].usable for a in algorithms])
+    r2 = torch.where(usable, r2, math.nan)  # (L+1, M): an unusable iterate's probe is not read
     cols = {a: slice(1 + i * (K + 1), 1 + (i + 1) * (K + 1)) for i, a in enumerate(algorithms)}
+    fit_y, model_held = fit.y_q if calibrated else None, view.predict(held.X, held.y, held.x_q)
+    sime = {a: _compare(read, its[a], fit_y, held.y_q) for a in algorithms}
     return LayerProbes(
         layers=layers,
         steps=tuple(range(K + 1)),
@@ -269,8 +371,8 @@ def probe_layers(
         iterate_r2={a: r2[:, cols[a]] for a in algorithms},
         sime=sime,
         best_steps={a: _argmax(s) for a, s in sime.items()},
-        decoded_steps={a: _decoded(r2[:, cols[a]], it_held[a]) for a in algorithms},
-        output_sime={a: sime_matrix(model_held[None], it_held[a], held.y_q)[0] for a in algorithms},
+        decoded_steps={a: _decoded(r2[:, cols[a]], its[a].held) for a in algorithms},
+        output_sime={a: _compare(model_held[None], its[a], None, held.y_q)[0] for a in algorithms},
         parameters={a: {k: _plain_param(v) for k, v in p.items()} for a, p in params.items()},
         readout=readout,
         calibrated=calibrated,
@@ -278,6 +380,7 @@ def probe_layers(
         n_heldout=n_heldout,
         seed=seed,
         ridge=ridge,
+        masked={a: its[a].masked for a in algorithms},
     )
 
 

@@ -70,7 +70,9 @@ class AlgorithmFit:
     test_mse (the algorithm's own error against y_q), ilwd and weight_cosine (None when the
     model's implicit weights were not computed); n_parameters: free numbers fitted (k counts
     one); exact: the held-out RMS difference is at rounding level, `SPD ≤ (100 ε)² mean m²` with
-    ε the model dtype's machine epsilon (then candidates tie, and fewer parameters rank first).
+    ε the model dtype's machine epsilon (then candidates tie, and fewer parameters rank first);
+    dropped: held-out prompts left out of the scores because the algorithm diverged there
+    (`metrics.diverged_rows`; more than 1% and the scores are ±inf / NaN, ranked last).
     """
 
     name: str
@@ -86,6 +88,7 @@ class AlgorithmFit:
     weight_cosine: float | None = None
     n_parameters: int = 0
     exact: bool = False
+    dropped: int = 0
 
     def value(self, name: str) -> float | Tensor:
         """A fitted parameter's value: a float for a scalar, else the tensor."""
@@ -108,6 +111,7 @@ class AlgorithmFit:
             "weight_cosine",
             "n_parameters",
             "exact",
+            "dropped",
         )
         return plain(
             {
@@ -180,8 +184,9 @@ class Identification:
         )
 
     def metrics(self) -> dict[str, float]:
-        """Flat name → number: `<algorithm>.<score>`, `<algorithm>.rank` (1 = best), and each
-        scalar parameter `<algorithm>.<parameter>` with `…_sd` (matrices are in `arrays`)."""
+        """Flat name → number: `<algorithm>.<score>`, `<algorithm>.rank` (1 = best), each
+        scalar parameter `<algorithm>.<parameter>` with `…_sd` (matrices are in `arrays`), and
+        `<algorithm>.dropped` where held-out prompts were left out of its scores."""
         out: dict[str, float] = {"model_mse": self.model_mse}
         for rank, fit in enumerate(self.ranking, start=1):
             out[f"{fit.name}.rank"] = float(rank)
@@ -190,6 +195,8 @@ class Identification:
             for score in ("ilwd", "weight_cosine"):
                 if getattr(fit, score) is not None:
                     out[f"{fit.name}.{score}"] = getattr(fit, score)
+            if fit.dropped:  # only where some held-out prompts were left out
+                out[f"{fit.name}.dropped"] = float(fit.dropped)
             for name, p in fit.parameters.items():
                 if p.value.ndim == 0:
                     out[f"{fit.name}.{name}"] = p.value.item()
@@ -219,7 +226,9 @@ class LayerProbes:
     best (argmax of iterate_r2); output_sime: algorithm → (K+1,) SimE of the model's own
     prediction with each iterate; parameters: the algorithms' parameters used; readout
     ("probe" or "native") and calibrated: how the layer and the iterates were compared;
-    n_fit, n_heldout, seed, ridge as given.
+    n_fit, n_heldout, seed, ridge as given; masked: algorithm → (K+1,) int64, the prompts
+    (fitting plus held-out) on which iterate k diverged and was left out (`probe` docstring; a
+    best step of −1 means no iterate was comparable at that layer).
     """
 
     layers: tuple[str, ...]
@@ -237,6 +246,7 @@ class LayerProbes:
     n_heldout: int
     seed: int
     ridge: float
+    masked: dict[str, Tensor] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return plain(
@@ -256,16 +266,18 @@ class LayerProbes:
                 "n_heldout": self.n_heldout,
                 "seed": self.seed,
                 "ridge": self.ridge,
+                "masked": self.masked,
             }
         )
 
     def arrays(self) -> dict[str, Tensor]:
-        """`target_r2`, `iterate_r2.<algorithm>`, `sime.<algorithm>`, `output_sime.<algorithm>`."""
+        """`target_r2`, and `iterate_r2`, `sime`, `output_sime`, `masked` by `.<algorithm>`."""
         out = {"target_r2": self.target_r2.contiguous()}
         for prefix, table in (
             ("iterate_r2", self.iterate_r2),
             ("sime", self.sime),
             ("output_sime", self.output_sime),
+            ("masked", self.masked),
         ):
             out.update({f"{prefix}.{k}": v.contiguous() for k, v in table.items()})
         return out

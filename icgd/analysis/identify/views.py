@@ -21,16 +21,18 @@ Every model family lays a regression prompt `(x_1, y_1, …, x_n, y_n; x_q)` out
   token; the query token is token 2n of `hook_resid.{l}`, l = 0 … n_layer;
 - `LoopedTransformer`: as GPT, after the last loop; token 2n of `hook_z.{t}`, t = 0 … b.
 
-The TD transformer (`TDTransformer`) reads Markov-reward prompts, not regression prompts; it has
-no view here (its algorithms are TD, `icgd.analysis.td_structure`). Any other model works through
-`ModelView(predict_fn=..., residual_fn=...)`.
+Other families register here (`VIEWS`, model class → view builder): the TD transformer
+(`TDTransformer`) by `icgd.analysis.identify.td`, whose view reads TD prompts. Any other model
+works through `ModelView(predict_fn=..., residual_fn=...)`. A view names the prompt `family` it
+reads ("regression" by default, "td"), which `identify` checks against the task's.
 
 The model runs under `torch.no_grad()` in eval mode (restored afterwards), in its own dtype and
 on its own device, `chunk` prompts a call (memory only); outputs come back in float64 on the CPU.
 
 `draw_prompts(task, B, generator)` draws fresh prompts from a task of layout `regression`
 (`LinearRegression`) or `next-point` (`FunctionClass`: the first n − 1 points are the context, the
-last point is the query).
+last point is the query), or of a layout registered in `LAYOUTS` (layout → `PromptLayout`, its
+family and its drawer; `td` by `icgd.analysis.identify.td`). `prompt_family(task)` is the family.
 """
 
 from __future__ import annotations
@@ -68,10 +70,31 @@ class Prompts:
         return self.X.shape[0]
 
 
+@dataclass(frozen=True)
+class PromptLayout:
+    """A task layout beyond regression / next-point: the prompt `family` it gives (the candidates
+    and views that go with it) and `draw(task, batch_size, generator) → Prompts`."""
+
+    family: str
+    draw: Callable[[Any, int, torch.Generator], Prompts]
+
+
+LAYOUTS: dict[str, PromptLayout] = {}
+"""Registered task layouts (module docstring); regression and next-point are built in."""
+
+
+def prompt_family(task: Any) -> str:
+    """The prompt family of `task`: its registered layout's, else "regression"."""
+    layout = LAYOUTS.get(getattr(task, "layout", None))
+    return "regression" if layout is None else layout.family
+
+
 def draw_prompts(task: Any, batch_size: int, generator: torch.Generator) -> Prompts:
     """`batch_size` fresh prompts from `task` (module docstring), all randomness from
     `generator` (on the task's device)."""
     layout = getattr(task, "layout", None)
+    if layout in LAYOUTS:
+        return LAYOUTS[layout].draw(task, batch_size, generator)
     batch = task.sample(batch_size, generator)
     if layout == "regression":
         X, y, x_q, y_q = batch.X, batch.y, batch.x_q, batch.y_q
@@ -95,7 +118,7 @@ class ModelView:
     `readout_fn((B, D)) → (B,)` take and return tensors in the model's `dtype` and on its
     `device`; `predict` and `residuals` wrap them (chunks of `chunk` prompts, no_grad, `module`
     in eval mode, results in float64 on the CPU). `residual_fn` None: no layer probes;
-    `readout_fn` None: no native read-out.
+    `readout_fn` None: no native read-out. `family`: the prompts it reads (`prompt_family`).
     """
 
     predict_fn: PredictFn
@@ -105,6 +128,7 @@ class ModelView:
     device: torch.device = torch.device("cpu")
     chunk: int = 4096
     module: nn.Module | None = None
+    family: str = "regression"
 
     def _run(self, fn: Callable, X: Tensor, y: Tensor, x_q: Tensor) -> list:
         was_training = self.module.training if self.module is not None else False
@@ -209,6 +233,10 @@ def _view(
     return ModelView(predict, residuals, readout, p.dtype, p.device, chunk, model)
 
 
+VIEWS: dict[type, Callable[[nn.Module, int], ModelView]] = {}
+"""Registered model families beyond the built-in ones: class → `builder(model, chunk)`."""
+
+
 def model_view(
     model: nn.Module | ModelView, *, prompt: Callable | None = None, chunk: int = 4096
 ) -> ModelView:
@@ -227,6 +255,9 @@ def model_view(
         raise ValueError(f"prompt= applies to the prompt-matrix families, not {type(model)}")
     if isinstance(model, GPT | LoopedTransformer):
         return _causal_view(model, chunk)
+    for cls, build in VIEWS.items():
+        if isinstance(model, cls):
+            return build(model, chunk)
     raise TypeError(
         f"no view for {type(model).__name__}: identify reads regression prompts; wrap the model "
         "in icgd.analysis.identify.ModelView(predict_fn=..., residual_fn=...)"

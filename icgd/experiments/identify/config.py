@@ -11,7 +11,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, field_validator
 from icgd.core.config import Config
 from icgd.experiments.api import ExperimentConfig
 
-CONSTRUCTIONS = ("gd", "preconditioned-gd", "iterative-newton")
+CONSTRUCTIONS = ("gd", "preconditioned-gd", "iterative-newton", "td0")
 
 
 class Tolerances(Config):
@@ -27,9 +27,10 @@ class IdentifyConfig(ExperimentConfig):
     """Settings of `identify` (`icgd identify RUN` sets `source`; see the package docstring).
 
     `source`: a run folder (its model in `model`, "" for the main one), or `construction:NAME`,
-    a hand-built LSA that runs NAME exactly (one of `CONSTRUCTIONS`) at d = `d`, n = `n`, with the
-    parameters of `sources.py`. `algorithms`: candidate names (default: all of
-    `icgd.analysis.identify.DEFAULT_ALGORITHMS`). `prompts`: fitting prompts, as many held out.
+    a hand-built model that runs NAME exactly (one of `CONSTRUCTIONS`) at d = `d`, n = `n`, with
+    the parameters of `sources.py`. `algorithms`: candidate names (default: the prompt family's,
+    e.g. `icgd.analysis.identify.DEFAULT_ALGORITHMS` for regression; the candidates a known
+    answer names are always added). `prompts`: fitting prompts, as many held out.
     """
 
     source: str = "construction:gd"
@@ -47,9 +48,9 @@ class IdentifyConfig(ExperimentConfig):
     @field_validator("algorithms")
     @classmethod
     def _known_algorithms(cls, value: list[str] | None) -> list[str] | None:
-        from icgd.analysis.identify import CANDIDATES
+        from icgd.analysis.identify import CANDIDATE_FAMILIES
 
-        known = {*CANDIDATES, "newton"}
+        known = {n for registry, _ in CANDIDATE_FAMILIES.values() for n in registry} | {"newton"}
         unknown = [a for a in value or () if a not in known]
         if unknown or value == []:
             choices = ", ".join(sorted(known))

@@ -4,13 +4,17 @@ Two kinds of source:
 
 - **a run folder** of any experiment whose `task(config, sub)` says what its model in `sub` was
   trained on (`icgd.experiments.api.task_for`); the model is rebuilt from its checkpoint.
-  Known answers: `looped-gd` in Gatmiry's setting runs L steps of preconditioned GD with
-  Γ = a*·Σ⁻¹ (where c(L, n, d) > 0; where it is negative the minimiser rotates, see
-  `looped-landscape`); `one-step-gd` runs one step with Ahn et al.'s Γ*.
+  The known answer comes from the experiment's optional `known_answer` method
+  (`icgd.experiments.api.known_answer_for`; each in that experiment's `known.py`): `looped-gd`
+  (L steps of preconditioned GD, Γ = a*·Σ⁻¹), `one-step-gd` (one step with Ahn et al.'s Γ*),
+  `which-algorithm` (one layer: one GD step at the optimal η; deeper: nearer ridge or OLS than
+  one GD step), `in-context-td` (L steps of batch TD(0)).
 - **`construction:NAME`**, a hand-built LSA that runs NAME exactly, with parameters fixed here:
   `gd` one GD step, η = 0.37 (von Oswald et al. 2023); `preconditioned-gd` two looped steps with
   a fixed non-symmetric Γ (Ahn et al. 2023); `iterative-newton` three Newton–Schulz steps with
-  α = (1 + √(d/n))⁻⁴ (Giannou et al. 2024). The task is isotropic regression at (d, n).
+  α = (1 + √(d/n))⁻⁴ (Giannou et al. 2024); the task is isotropic regression at (d, n).
+  `td0`: the TD(0) transformer, 3 looped steps of α = 0.5 (Wang et al. 2025), on Boyan-chain
+  prompts of n transitions (`icgd.experiments.in_context_td.known.td0_construction`).
 """
 
 from __future__ import annotations
@@ -32,11 +36,11 @@ from icgd.constructions import (
 from icgd.core.config import validate_config
 from icgd.core.errors import InputError
 from icgd.core.results import read_result
-from icgd.experiments.api import EXPERIMENTS, task_for
+from icgd.experiments.api import EXPERIMENTS, known_answer_for, task_for
 from icgd.experiments.common import regression_task_config
 from icgd.experiments.identify.config import IdentifyConfig
+from icgd.experiments.in_context_td.known import td0_construction
 from icgd.tasks import LinearRegression
-from icgd.theory import optimal_one_layer_preconditioner
 from icgd.training.checkpoint import CHECKPOINT_FILE, build_from_checkpoint
 
 GD_STEP = 0.37
@@ -45,14 +49,25 @@ NEWTON_STEPS = 3
 
 @dataclass(frozen=True)
 class Expected:
-    """The known answer: `algorithm` (a candidate name), its `steps`, its `parameters` by name,
-    and whether the model runs it exactly (a construction) or approximately (a trained model)."""
+    """The known answer: `algorithm` (a candidate name; None: no single one), its `steps`, its
+    `parameters` by name, and whether the model runs it exactly (a construction) or
+    approximately (a trained model). `nearer`, `than`: the model is nearer (held-out SPD) to the
+    best of the candidates `nearer` than to the candidate `than` (e.g. ridge or OLS against one
+    GD step)."""
 
-    algorithm: str
+    algorithm: str | None
     steps: int | None
     parameters: dict[str, Any] = field(default_factory=dict)
     exact: bool = False
     why: str = ""
+    nearer: tuple[str, ...] = ()
+    than: str | None = None
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """Every candidate the answer names (they must be fitted)."""
+        named = (self.algorithm, *self.nearer, self.than)
+        return tuple(dict.fromkeys(a for a in named if a is not None))
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,9 @@ def _fixed_gamma(d: int) -> torch.Tensor:
 
 def from_construction(config: IdentifyConfig) -> Source:
     name, d = config.source.split(":", 1)[1], config.d
+    if name == "td0":
+        model, task, answer = td0_construction(d, config.n)
+        return Source(model, task, None, Expected(**answer), config.source)
     task = LinearRegression(
         regression_task_config(
             d=d, n=config.n, covariance="identity", weight_prior="identity", noise_std=0.0
@@ -114,29 +132,9 @@ def from_run(config: IdentifyConfig) -> Source:
         raise InputError("model", f"no {CHECKPOINT_FILE} in {path / config.model}")
     task = task_for(experiment, source_config, config.model)
     model = build_from_checkpoint(checkpoint)
-    expected = _known_answer(result.experiment, source_config, result.metrics, task, config)
+    answer = known_answer_for(experiment, source_config, result.metrics, config.model, task)
+    expected = None if answer is None else Expected(**answer)
     return Source(model, task, None, expected, str(path))
-
-
-def _known_answer(experiment: str, cfg: Any, metrics: dict, task, config) -> Expected | None:
-    """What icgd's theory says a run's main model computes (module docstring); None if unknown."""
-    if config.model:
-        return None
-    if experiment == "looped-gd" and cfg.in_theorem_setting:
-        gamma = metrics["alpha_theory"] * task.sigma_inv.double().cpu()
-        why = "a*·Σ⁻¹ (Gatmiry et al.)"
-        if metrics.get("skew_curvature", 1.0) < 0:
-            why += "; c(L, n, d) < 0 here, so the minimiser rotates away from it"
-        return Expected("preconditioned-gd", cfg.loops, {"gamma": gamma}, why=why)
-    if experiment == "one-step-gd":
-        gamma = optimal_one_layer_preconditioner(
-            task.sigma.double().cpu(),
-            cfg.n,
-            noise_std=cfg.sigma_noise,
-            weight_cov=task.weight_covariance.double().cpu(),
-        )
-        return Expected("preconditioned-gd", 1, {"gamma": gamma}, why="Γ* (Ahn et al. Thm 1)")
-    return None
 
 
 def resolve(config: IdentifyConfig) -> Source:

@@ -70,6 +70,7 @@ from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.api import MemoryEstimate, Outcome, RunContext
 from icgd.experiments.common import fit_model
 from icgd.experiments.in_context_td.config import InContextTDConfig
+from icgd.experiments.in_context_td.known import known_answer
 from icgd.experiments.in_context_td.values import value_analysis
 from icgd.models import TDTransformer, TDTransformerConfig
 from icgd.tasks import MarkovReward, sample_trajectory, sliding_prompts
@@ -128,6 +129,15 @@ class InContextTD:
     )
     Config = InContextTDConfig
     presets = {"smoke": SMOKE}
+    known_answer = staticmethod(known_answer)  # for icgd identify (`known.py`)
+
+    def task(self, config: InContextTDConfig, sub: str = ""):
+        """The prompts the model is trained on, for `icgd identify`: n transitions of a fresh
+        process of the run's law and the next state as query (`TDPromptTask`)."""
+        from icgd.analysis.identify.td import TDPromptTask  # here: keeps the CLI's import light
+
+        process = MarkovReward(config.task_config(), device=torch.device(config.device))
+        return TDPromptTask(process, config.n)
 
     def run(self, config: InContextTDConfig, ctx: RunContext) -> Outcome:
         device, dtype, d = torch.device(config.device), config.torch_dtype, config.d

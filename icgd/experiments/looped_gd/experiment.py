@@ -32,6 +32,7 @@ from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.api import MemoryEstimate, Outcome, RunContext
 from icgd.experiments.common import fit_lsa, prompt_mse
 from icgd.experiments.looped_gd.config import LoopedGDConfig
+from icgd.experiments.looped_gd.known import known_answer
 from icgd.experiments.looped_gd.landscape import landscape_minimiser, saddle_note
 from icgd.models import LSAConfig
 from icgd.tasks import LinearRegression
@@ -72,6 +73,7 @@ class LoopedGD:
     summary = "Gatmiry et al. 2024: looped linear attention learns multi-step preconditioned GD"
     Config = LoopedGDConfig
     presets = {"smoke": SMOKE}
+    known_answer = staticmethod(known_answer)  # for icgd identify (`known.py`)
 
     def task(self, config: LoopedGDConfig, sub: str = "") -> LinearRegression:
         """The regression task both models (looped, and `stacked`) are trained on."""

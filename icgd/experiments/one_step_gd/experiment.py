@@ -46,6 +46,7 @@ from icgd.experiments.api import MemoryEstimate, Outcome, RunContext
 from icgd.experiments.common import fit_lsa
 from icgd.experiments.one_step_gd.config import OneStepGDConfig
 from icgd.experiments.one_step_gd.flow import flow_claim, flow_metrics
+from icgd.experiments.one_step_gd.known import known_answer
 from icgd.experiments.one_step_gd.lengths import length_claims, length_metrics
 from icgd.models import LSAConfig
 from icgd.tasks import LinearRegression
@@ -78,6 +79,7 @@ class OneStepGD:
     summary = "Ahn et al. / Mahankali et al. 2023: one LSA layer learns one optimal GD step"
     Config = OneStepGDConfig
     presets = {"smoke": SMOKE}
+    known_answer = staticmethod(known_answer)  # for icgd identify (`known.py`)
 
     def task(self, config: OneStepGDConfig, sub: str = "") -> LinearRegression:
         """The regression task of the setting the layer is trained on."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import torch
 from pydantic import (
     Field,
     FiniteFloat,
@@ -16,9 +17,12 @@ from pydantic import (
 )
 
 from icgd.core.config import Config
+from icgd.core.rng import derive_seed
 from icgd.experiments.api import ExperimentConfig
+from icgd.experiments.common import regression_task_config
 from icgd.experiments.which_algorithm.prefixes import bayes_lambda
 from icgd.models import LSASpec, ModelSpec
+from icgd.tasks import LinearRegression
 from icgd.training import OptimizerConfig, ScheduleConfig, TrainConfig
 
 DEFAULT_TRAIN = TrainConfig(
@@ -203,3 +207,19 @@ def _keep_changed(given: dict, default: dict, recipe: dict) -> dict:
 def tag(noise: float) -> str:
     """Metric-name suffix of a noise level: `s0`, `s0.25`, …"""
     return f"s{noise:g}"
+
+
+def regression_task(config: WhichAlgorithmConfig, noise: float) -> LinearRegression:
+    """Isotropic regression at (d, n_max) with label noise σ = `noise`: every model's task."""
+    return LinearRegression(
+        regression_task_config(
+            d=config.d,
+            n=config.context,
+            covariance="identity",
+            weight_prior="identity",
+            noise_std=noise,
+        ),
+        rotation_seed=derive_seed(config.seed, "rotation"),
+        device=torch.device(config.device),
+        dtype=config.torch_dtype,
+    )

@@ -125,15 +125,17 @@ from icgd.core.errors import InputError
 from icgd.core.results import Claim, Result
 from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.api import MemoryEstimate, Outcome, RunContext
-from icgd.experiments.common import fit_model, regression_task_config
+from icgd.experiments.common import fit_model
 from icgd.experiments.which_algorithm.claims import paper_claims
 from icgd.experiments.which_algorithm.config import (
     ALGORITHMS,
     LINEAR_ALGORITHMS,
     SMOKE,
     WhichAlgorithmConfig,
+    regression_task,
     tag,
 )
+from icgd.experiments.which_algorithm.known import known_answer
 from icgd.experiments.which_algorithm.memory import memory_estimate
 from icgd.experiments.which_algorithm.prefixes import (
     baseline_predictions,
@@ -154,21 +156,7 @@ class WhichAlgorithm:
     summary = "Akyürek et al. 2023: depth moves trained LSA from one-step GD toward ridge/OLS"
     Config = WhichAlgorithmConfig
     presets = {"smoke": SMOKE}
-
-    @staticmethod
-    def _task(config: WhichAlgorithmConfig, noise: float) -> LinearRegression:
-        return LinearRegression(
-            regression_task_config(
-                d=config.d,
-                n=config.context,
-                covariance="identity",
-                weight_prior="identity",
-                noise_std=noise,
-            ),
-            rotation_seed=derive_seed(config.seed, "rotation"),
-            device=torch.device(config.device),
-            dtype=config.torch_dtype,
-        )
+    known_answer = staticmethod(known_answer)  # for icgd identify (`known.py`)
 
     def task(self, config: WhichAlgorithmConfig, sub: str = "") -> LinearRegression:
         """The task of the model in `models/L{depth}-{σ tag}`: isotropic regression at that σ."""
@@ -179,7 +167,7 @@ class WhichAlgorithm:
         }
         if sub not in noises:
             raise InputError("model", f"which-algorithm's models are {', '.join(noises)}")
-        return self._task(config, noises[sub])
+        return regression_task(config, noises[sub])
 
     def run(self, config: WhichAlgorithmConfig, ctx: RunContext) -> Outcome:
         device = torch.device(config.device)
@@ -198,7 +186,7 @@ class WhichAlgorithm:
         arrays: dict[str, list] = {}
         diverged: list[str] = []
         for noise in config.resolved_noise:
-            task = self._task(config, noise)
+            task = regression_task(config, noise)
             # The same streams at every σ: inputs, w* and ε are shared (the sampler draws ε even
             # at σ = 0), so the noise levels are compared on common random numbers.
             test, tune, probe_set = (
