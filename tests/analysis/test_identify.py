@@ -115,6 +115,27 @@ def test_looped_two_step_preconditioned_gd_recovers_gamma():
     torch.testing.assert_close(best.value("gamma"), _gamma(), rtol=0, atol=1e-8)
 
 
+def test_stacked_lsa_recovers_one_preconditioner_per_layer():
+    """Three layers with three different non-commuting Γ_l: the shared-Γ candidate cannot fit
+    it; the per-step one, polished from the shared fit, finds the built-in Γ_l in order."""
+    gammas = torch.stack(
+        [_gamma(), 0.6 * _gamma().T, torch.diag(torch.tensor([0.3, 0.9, 0.5, 0.7], dtype=F64))]
+    )
+    model = lsa_from_preconditioned_gd(gammas)
+    result = identify(
+        model,
+        _task(),
+        algorithms=["stacked-preconditioned-gd", "preconditioned-gd"],
+        n_prompts=1024,
+        n_bootstrap=0,
+        ilwd_prompts=0,
+    )
+    best = result.best
+    assert best.name == "stacked-preconditioned-gd" and best.steps == 3 and best.exact
+    torch.testing.assert_close(best.value("gammas"), gammas, rtol=0, atol=1e-8)
+    assert result["preconditioned-gd"].r2 < 0.999
+
+
 @pytest.fixture(scope="module")
 def newton_model():
     """Three Newton–Schulz steps from M_0 = αŜ, α = 0.05. Convergence needs α λ_max(Ŝ)² < 2;

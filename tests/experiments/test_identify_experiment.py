@@ -142,3 +142,18 @@ def test_identify_on_a_which_algorithm_run_claims_by_depth(tmp_path):
         result = read_result(out / "result.json")
         assert claims in [c.name for c in result.claims]
         assert "one-step-gd.spd" in result.metrics or model == "L1-s0"
+
+
+def test_stacked_gd_known_answers_and_tasks():
+    from icgd.experiments.stacked_gd import EXPERIMENT as SG
+
+    config = resolve_config("stacked-gd", preset="smoke")
+    task = SG.task(config, "")
+    main = SG.known_answer(config, {}, "", task)
+    assert (main["algorithm"], main["steps"]) == ("stacked-preconditioned-gd", config.layers)
+    assert SG.known_answer(config, {}, "sweep/L1", task)["algorithm"] == "preconditioned-gd"
+    assert SG.task(config, "sweep/n7").n == 7
+    with pytest.raises(InputError, match="model"):
+        SG.task(config, "nope")
+    relaxed = config.model_copy(update={"parametrisation": "relaxed"})
+    assert SG.known_answer(relaxed, {}, "", task) is None

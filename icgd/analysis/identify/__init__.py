@@ -39,7 +39,7 @@ from icgd.analysis.identify.metrics import (
     spd_with_se,
     weight_cosine,
 )
-from icgd.analysis.identify.preconditioned import PreconditionedGD
+from icgd.analysis.identify.preconditioned import PreconditionedGD, StackedPreconditionedGD
 from icgd.analysis.identify.probe import (
     ITERATES,
     PROBE_ALGORITHMS,
@@ -101,6 +101,7 @@ __all__ = [
     "Prompts",
     "ResidualGradient",
     "Ridge",
+    "StackedPreconditionedGD",
     "TDPromptTask",
     "calibrate",
     "draw_prompts",

@@ -22,7 +22,8 @@ algorithms on prompts the fit never saw:
 
 Candidates (`CANDIDATES`, by their `icgd.algorithms` registry names; `newton` and underscores
 are accepted): `gd`, `preconditioned-gd`, `ridge`, `ols`, `iterative-newton`, `chebyshev`,
-`debiased-gd`, `gd-beta`, and on request `one-step-gd` (`gd` at k = 1). Pass configured
+`debiased-gd`, `gd-beta`, and on request `one-step-gd` (`gd` at k = 1) and
+`stacked-preconditioned-gd` (one Γ_l per step, for stacked models). Pass configured
 instances (e.g. `GradientDescent(steps=[1, 2])`) to change the steps tried. Other prompt
 families register theirs in `CANDIDATE_FAMILIES` (family → (registry, defaults)); the task's
 family (`views.prompt_family`) picks the registry, and must be the one the model's view reads
@@ -64,7 +65,7 @@ from icgd.analysis.identify.metrics import (
     spd_with_se,
     weight_cosine,
 )
-from icgd.analysis.identify.preconditioned import PreconditionedGD
+from icgd.analysis.identify.preconditioned import PreconditionedGD, StackedPreconditionedGD
 from icgd.analysis.identify.result import AlgorithmFit, Identification, ParameterEstimate
 from icgd.analysis.identify.views import (
     ModelView,
@@ -80,6 +81,7 @@ CANDIDATES: dict[str, Callable[[], Candidate]] = {
     "gd": GradientDescent,
     "one-step-gd": OneStepGD,
     "preconditioned-gd": PreconditionedGD,
+    "stacked-preconditioned-gd": StackedPreconditionedGD,
     "ridge": Ridge,
     "ols": OrdinaryLeastSquares,
     "iterative-newton": IterativeNewton,
@@ -87,8 +89,10 @@ CANDIDATES: dict[str, Callable[[], Candidate]] = {
     "debiased-gd": DebiasedGD,
     "gd-beta": GDBeta,
 }
-# one-step-gd is gd with k = 1 only: asked for by name (e.g. "nearer ridge than one GD step?")
-DEFAULT_ALGORITHMS = tuple(name for name in CANDIDATES if name != "one-step-gd")
+# Asked for by name only: one-step-gd is gd at k = 1 (e.g. "nearer ridge than one GD step?"),
+# stacked-preconditioned-gd has d²·k parameters (for stacked models).
+ON_REQUEST = ("one-step-gd", "stacked-preconditioned-gd")
+DEFAULT_ALGORITHMS = tuple(name for name in CANDIDATES if name not in ON_REQUEST)
 _ALIASES = {"newton": "iterative-newton"}
 CANDIDATE_FAMILIES: dict[str, tuple[dict[str, Callable[[], Candidate]], tuple[str, ...]]] = {
     "regression": (CANDIDATES, DEFAULT_ALGORITHMS)

@@ -43,8 +43,7 @@ from icgd.analysis.identify.views import (
     ModelView,
     PromptLayout,
     Prompts,
-    _is_z,
-    _layer_order,
+    query_columns,
 )
 from icgd.core.prompts import build_prompt
 from icgd.models import TDTransformer
@@ -157,8 +156,7 @@ def td_view(model: TDTransformer, chunk: int) -> ModelView:
         return model.value(prompt(X, y, x_q))
 
     def residuals(X: Tensor, y: Tensor, x_q: Tensor) -> dict[str, Tensor]:
-        _, cache = model.run_with_cache(prompt(X, y, x_q), names_filter=_is_z)
-        return {name: cache[name][:, :, -1] for name in _layer_order(list(cache), "hook_z.")}
+        return query_columns(model, prompt(X, y, x_q))
 
     p = next(model.parameters())
     return ModelView(

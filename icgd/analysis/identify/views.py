@@ -188,10 +188,16 @@ def _prompt_view(model: nn.Module, prompt: Callable, chunk: int) -> ModelView:
         return model.predict(prompt(X, y, x_q))
 
     def residuals(X: Tensor, y: Tensor, x_q: Tensor) -> dict[str, Tensor]:
-        _, cache = model.run_with_cache(prompt(X, y, x_q), names_filter=_is_z)
-        return {name: cache[name][:, :, -1] for name in _layer_order(list(cache), "hook_z.")}
+        return query_columns(model, prompt(X, y, x_q))
 
     return _view(model, predict, residuals, lambda H: sign * H[:, -1], chunk)
+
+
+def query_columns(model: nn.Module, Z: Tensor) -> dict[str, Tensor]:
+    """The query column (B, D) of the prompt matrix at every `hook_z.{t}`, in layer order, for a
+    prompt-matrix model (LSA, softmax attention, the TD transformer) on prompts Z (B, D, n+1)."""
+    _, cache = model.run_with_cache(Z, names_filter=_is_z)
+    return {name: cache[name][:, :, -1] for name in _layer_order(list(cache), "hook_z.")}
 
 
 def _is_z(name: str) -> bool:

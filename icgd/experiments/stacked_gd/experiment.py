@@ -38,12 +38,14 @@ import torch
 
 from icgd.analysis import distance_to_identity, effective_preconditioners, identity_scale, whiten
 from icgd.analysis.preconditioner import matrix_sqrt
+from icgd.core.errors import InputError
 from icgd.core.results import Claim, Result, make_claim
 from icgd.core.rng import derive_seed, make_generator
 from icgd.experiments.api import MemoryEstimate, Outcome, RunContext
 from icgd.experiments.common import fit_lsa
 from icgd.experiments.stacked_gd.baselines import baselines, sq_err
 from icgd.experiments.stacked_gd.config import StackedGDConfig
+from icgd.experiments.stacked_gd.known import context_length, known_answer
 from icgd.models import LSAConfig
 from icgd.tasks import LinearRegression
 from icgd.theory import whitened_wishart_moments
@@ -77,6 +79,14 @@ class StackedGD:
     summary = "Ahn et al. 2023 Thm 3/4: L stacked linear-attention layers learn per-layer PGD"
     Config = StackedGDConfig
     presets = {"smoke": SMOKE}
+    known_answer = staticmethod(known_answer)  # for icgd identify (`known.py`)
+
+    def task(self, config: StackedGDConfig, sub: str = "") -> LinearRegression:
+        """The task of the model in `sub`: "" (main), "sweep/L{k}" or "sweep/n{n}"."""
+        n = context_length(config, sub)
+        if n is None:
+            raise InputError("model", "stacked-gd's models are '', sweep/L{k} and sweep/n{n}")
+        return self._task(config, n, torch.device(config.device), config.torch_dtype)
 
     # ------------------------------------------------------------------------------- helpers
 
