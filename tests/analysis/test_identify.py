@@ -127,12 +127,13 @@ def test_stacked_lsa_recovers_one_preconditioner_per_layer():
         _task(),
         algorithms=["stacked-preconditioned-gd", "preconditioned-gd"],
         n_prompts=1024,
-        n_bootstrap=0,
+        n_bootstrap=4,
         ilwd_prompts=0,
     )
     best = result.best
     assert best.name == "stacked-preconditioned-gd" and best.steps == 3 and best.exact
     torch.testing.assert_close(best.value("gammas"), gammas, rtol=0, atol=1e-8)
+    assert best.parameters["gammas"].samples.shape == (4, 3, D, D)
     assert result["preconditioned-gd"].r2 < 0.999
 
 

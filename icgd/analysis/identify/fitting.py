@@ -265,6 +265,7 @@ def one_step_bootstrap(
 
     fits: the StepFits of one candidate (one per k tried); target: (B,); weights: (R, B) from
     `bootstrap_weights`. Returns (index (R,) into `fits` of each resample's k, θ_r (R, P)).
+    Where P grows with k (one matrix per step), θ_r is resampled at the best k only.
     """
     R = weights.shape[0]
     P = fits[0].theta.shape[0]
@@ -276,5 +277,8 @@ def one_step_bootstrap(
     choice = torch.argmin(weights @ errs.square().T, dim=1)  # (R,): least resampled loss
     if P == 0:
         return choice, torch.zeros(R, 0, dtype=torch.float64)
+    if len({f.theta.shape[0] for f in fits}) > 1:
+        best = int(torch.argmin(errs.square().sum(1)))
+        return choice, _newton_steps(fits[best], errs[best], weights)
     steps = torch.stack([_newton_steps(f, e, weights) for f, e in zip(fits, errs, strict=True)])
     return choice, steps[choice, torch.arange(R)]  # (R, P)

@@ -160,6 +160,15 @@ def _estimates(
     return out
 
 
+def _fit_key(fit: Any, exact_tol: float) -> tuple:
+    """Least fitting loss first; fits exact to rounding (loss ≤ `exact_tol`) tie and the fewest
+    steps win (nested candidates, e.g. k + 1 free Γ_l, fit exactly wherever k do)."""
+    loss = fit.loss if math.isfinite(fit.loss) else math.inf
+    if loss <= exact_tol and fit.steps is not None:
+        return (0, fit.steps, loss)
+    return (1, loss, 0)
+
+
 def _fit_candidate(
     candidate: Candidate,
     data: FitData,
@@ -173,7 +182,7 @@ def _fit_candidate(
 ) -> tuple[AlgorithmFit, Tensor]:
     """Fit one candidate, bootstrap it, score it on the held-out prompts: (fit, predictions)."""
     fits = candidate.fit(data, target)
-    best = min(fits, key=lambda f: f.loss if math.isfinite(f.loss) else math.inf)
+    best = min(fits, key=lambda f: _fit_key(f, exact_tol))
     params = candidate.parameters(best.theta)
 
     def reference(X: Tensor, y: Tensor, x_q: Tensor) -> Tensor:

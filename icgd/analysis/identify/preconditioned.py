@@ -137,11 +137,24 @@ def _predict_stacked(S_hat: Tensor, b: Tensor, x_q: Tensor, k: int, theta: Tenso
     return (w * x_q).sum(-1)
 
 
+def _stacked_starts(gamma: Tensor, k: int) -> list[Tensor]:
+    """Two starts (k d²,) from the shared fit Γ: Γ at every step, and c_l Γ with c_l spread
+    geometrically over [1/2, 2]. The first alone can stall: with all Γ_l equal, the steps'
+    gradients are equal too (their products commute), so a local polish stays on the shared
+    manifold; the spread start breaks that symmetry, as the per-layer optima do (Ahn et al.'s
+    a_l* differ)."""
+    spread = torch.logspace(math.log10(0.5), math.log10(2.0), k, dtype=torch.float64)
+    return [gamma.repeat(k), (spread[:, None] * gamma[None]).reshape(-1)]
+
+
 class StackedPreconditionedGD(PreconditionedGD):
     """k steps of preconditioned GD with one fitted Γ_l per step (a stacked model's layers; Ahn
-    et al. 2023, Thm 3): d²·k parameters, polished jointly from the shared-Γ fit at the same k
-    repeated k times, so it fits at least as well as `preconditioned-gd` on the fitting set.
-    Steps tried: `steps` (default 2, 3, 4; at k = 1 it is `preconditioned-gd`). Parameter:
+    et al. 2023, Thm 3): d²·k parameters, polished jointly from two starts built from the
+    shared-Γ fit at the same k (`_stacked_starts`), so it fits at least as well as
+    `preconditioned-gd` on the fitting set.
+    The polish gets `max_nfev` = 400 evaluations: on a trained 3-layer model (d = 5), 100 left
+    the fit at a mean squared gap of 2e-4, 500 reached its exact Γ_l (gap 8e-14). Steps tried: `steps` (default 2, 3, 4; at k = 1 it is
+    `preconditioned-gd`). Parameter:
     `gammas` (k, d, d), in the order applied. Asked for by name (not a default candidate).
 
     Where the Γ_l commute with each other's Ŝ-products (e.g. all ∝ Σ⁻¹), their order is not
@@ -151,7 +164,7 @@ class StackedPreconditionedGD(PreconditionedGD):
     name = "stacked-preconditioned-gd"
     parameter_names = ("gammas",)
 
-    def __init__(self, steps: Sequence[int] = (2, 3, 4), *, max_nfev: int = 100) -> None:
+    def __init__(self, steps: Sequence[int] = (2, 3, 4), *, max_nfev: int = 400) -> None:
         super().__init__(steps, max_nfev=max_nfev)
         self.d: int | None = None
 
@@ -162,8 +175,11 @@ class StackedPreconditionedGD(PreconditionedGD):
         fits: list[StepFit] = []
         for k, start in sorted(shared.items()):
             predict = partial(_predict_stacked, S_hat, b, data.x_q, k)
-            theta0 = start.theta.repeat(k)  # (k d²,): Γ at every step
-            theta, loss = polish(predict, target, theta0, max_nfev=self.max_nfev)
+            polished = [
+                polish(predict, target, theta0, max_nfev=self.max_nfev)
+                for theta0 in _stacked_starts(start.theta, k)
+            ]
+            theta, loss = min(polished, key=lambda p: p[1] if math.isfinite(p[1]) else math.inf)
             fits.append(StepFit(steps=k, theta=theta, loss=loss, predict=predict))
         return fits
 
