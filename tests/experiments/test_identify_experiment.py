@@ -56,6 +56,9 @@ def test_bad_sources_and_algorithms_are_one_line_errors(tmp_path):
         resolve_config("identify", overrides=["algorithms=[gd,magic]"])
     assert main(["identify", str(tmp_path / "missing")]) == 2
     assert not (tmp_path / "missing").exists()
+    # a regression candidate for a TD model: a one-line error naming the field, not a crash
+    out = tmp_path / "td"
+    assert main(["identify", "construction:td0", "--algorithms", "gd", "--out", str(out)]) == 2
 
 
 @pytest.mark.parametrize(

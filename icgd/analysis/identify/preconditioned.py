@@ -151,11 +151,11 @@ class StackedPreconditionedGD(PreconditionedGD):
     """k steps of preconditioned GD with one fitted Γ_l per step (a stacked model's layers; Ahn
     et al. 2023, Thm 3): d²·k parameters, polished jointly from two starts built from the
     shared-Γ fit at the same k (`_stacked_starts`), so it fits at least as well as
-    `preconditioned-gd` on the fitting set.
-    The polish gets `max_nfev` = 400 evaluations: on a trained 3-layer model (d = 5), 100 left
-    the fit at a mean squared gap of 2e-4, 500 reached its exact Γ_l (gap 8e-14). Steps tried: `steps` (default 2, 3, 4; at k = 1 it is
-    `preconditioned-gd`). Parameter:
-    `gammas` (k, d, d), in the order applied. Asked for by name (not a default candidate).
+    `preconditioned-gd` on the fitting set. The polish gets `max_nfev` = 400 evaluations: on a
+    trained 3-layer model (d = 5), 100 left the fit at a mean squared gap of 2e-4, 500 reached
+    its exact Γ_l (gap 8e-14). Steps tried: `steps` (default 2, 3, 4; at k = 1 it is
+    `preconditioned-gd`). Parameter: `gammas` (k, d, d), in the order applied. Asked for by
+    name (not a default candidate).
 
     Where the Γ_l commute with each other's Ŝ-products (e.g. all ∝ Σ⁻¹), their order is not
     identifiable: compare sorted scales, not `gammas` entry by entry.

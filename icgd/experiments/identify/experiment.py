@@ -22,7 +22,14 @@ from pathlib import Path
 
 import torch
 
-from icgd.analysis.identify import CANDIDATE_FAMILIES, identify, probe_layers, prompt_family
+from icgd.analysis.identify import (
+    CANDIDATE_FAMILIES,
+    identify,
+    make_candidates,
+    probe_layers,
+    prompt_family,
+)
+from icgd.core.errors import InputError
 from icgd.core.results import Claim, Result, make_claim
 from icgd.experiments.api import MemoryEstimate, Outcome, RunContext
 from icgd.experiments.identify.config import IdentifyConfig
@@ -79,9 +86,16 @@ def _named(metrics: dict, prefix: str) -> list[str]:
 
 
 def _candidates(config: IdentifyConfig, task, expected: Expected | None) -> list[str]:
-    """The configured candidates (default: the task family's), plus any a known answer names."""
-    names = list(config.algorithms or CANDIDATE_FAMILIES[prompt_family(task)][1])
-    return names + [a for a in (expected.algorithms if expected else ()) if a not in names]
+    """The configured candidates (default: the task family's), plus any a known answer names;
+    a one-line error when a name is another family's (e.g. `gd` for a TD model)."""
+    family = prompt_family(task)
+    names = list(config.algorithms or CANDIDATE_FAMILIES[family][1])
+    names += [a for a in (expected.algorithms if expected else ()) if a not in names]
+    try:
+        make_candidates(names, family=family)
+    except ValueError as exc:
+        raise InputError("algorithms", f"this is a {family} model: {exc}") from None
+    return names
 
 
 def _algorithm_claims(tol, metrics: dict, name: str) -> list[Claim]:
