@@ -46,7 +46,11 @@ def _layer_map(plt, result: Result, maps: dict, out: Path) -> Path:
     steps = result.metrics.get("probe_steps", [])
     fig, axes = plt.subplots(1, len(maps), figsize=(4.6 * len(maps), 3.8), squeeze=False)
     for ax, (name, table) in zip(axes[0], sorted(maps.items()), strict=True):
-        image = ax.imshow(table.numpy(), aspect="auto", cmap="viridis", vmin=-1, vmax=1)
+        # the colour range starts at the table's least SimE: TD iterates all correlate > 0.9
+        # with the read-outs, and a fixed [−1, 1] range would paint them one colour
+        finite = table[table.isfinite()]
+        low = min(float(finite.min()), 0.99) if finite.numel() else -1.0
+        image = ax.imshow(table.numpy(), aspect="auto", cmap="viridis", vmin=low, vmax=1)
         best = result.metrics.get(f"layer_map.{name}", [])
         ax.plot(best, range(len(best)), "rx", label="best k (SimE)")
         ax.set(xlabel="iterations k", ylabel="layer (0: the embedding)", title=name)
@@ -55,5 +59,5 @@ def _layer_map(plt, result: Result, maps: dict, out: Path) -> Path:
         if steps:
             ax.set_xticks(range(len(steps)), [int(k) for k in steps])
         ax.legend(fontsize=7, loc="lower right")
-        fig.colorbar(image, ax=ax, shrink=0.8)
+        fig.colorbar(image, ax=ax, shrink=0.8, label="SimE")
     return save(fig, out / "layer_map.png")
