@@ -105,6 +105,35 @@ def _power_iteration(G: Tensor, iters: int) -> Tensor:
     return (v * _matvec(G, v)).sum(-1)  # (P,) vᵀ G v, ‖v‖ = 1 (or 0 when G v = 0)
 
 
+def _checked(
+    G: Tensor, b: Tensor, alpha: float, tol: float | None, max_iter: int, power_iters: int
+) -> tuple[float, float]:
+    """`fista_lasso_gram`'s arguments checked: (α, tol) as floats, tol defaulted by dtype."""
+    if G.ndim != 3 or G.shape[-1] != G.shape[-2] or b.shape != G.shape[:2]:
+        raise ValueError(f"expected G (P, d, d) and b (P, d), got {tuple(G.shape)}, {b.shape}")
+    alpha = float(alpha)
+    if not math.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"alpha must be finite and >= 0, got {alpha}")
+    if max_iter < 0 or power_iters < 1:
+        raise ValueError(f"need max_iter >= 0 and power_iters >= 1, got {max_iter}, {power_iters}")
+    tol = _default_tol(G.dtype) if tol is None else float(tol)
+    if not tol >= 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    return alpha, tol
+
+
+def _at_zero(G: Tensor, b: Tensor, alpha: float, tol: float) -> tuple[Tensor, ...]:
+    """The P problems at w = 0: stopping thresholds `tol · ‖b‖_∞` (P,), w (P, d) in G's dtype,
+    κ(0) (P,) (∇f(0) = −b), converged (P,) and iterations 0 (P,)."""
+    P, d = b.shape
+    threshold = tol * b.abs().amax(-1)  # (P,) tol · α_max
+    w_out = torch.zeros(P, d, dtype=G.dtype, device=G.device)
+    kkt_out = _kkt_violation(w_out, -b, alpha)  # at w = 0, ∇f(0) = −b
+    conv_out = kkt_out <= threshold
+    iter_out = torch.zeros(P, dtype=torch.int64, device=G.device)
+    return threshold, w_out, kkt_out, conv_out, iter_out
+
+
 def fista_lasso_gram(
     G: Tensor,
     b: Tensor,
@@ -121,25 +150,12 @@ def fista_lasso_gram(
     `κ(w) ≤ tol · ‖b‖_∞` (default 1e-8 in float64, 1e-5 otherwise), max_iter ≥ 0 FISTA
     iterations, power_iters ≥ 1 power steps for L. Returns a `LassoResult` of P problems.
     """
-    if G.ndim != 3 or G.shape[-1] != G.shape[-2] or b.shape != G.shape[:2]:
-        raise ValueError(f"expected G (P, d, d) and b (P, d), got {tuple(G.shape)}, {b.shape}")
-    alpha = float(alpha)
-    if not math.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"alpha must be finite and >= 0, got {alpha}")
-    if max_iter < 0 or power_iters < 1:
-        raise ValueError(f"need max_iter >= 0 and power_iters >= 1, got {max_iter}, {power_iters}")
-    tol = _default_tol(G.dtype) if tol is None else float(tol)
-    if not tol >= 0:
-        raise ValueError(f"tol must be >= 0, got {tol}")
+    alpha, tol = _checked(G, b, alpha, tol, max_iter, power_iters)
     P, d = b.shape
     dtype, device = G.dtype, G.device
     tiny, eps = torch.finfo(dtype).tiny, torch.finfo(dtype).eps
 
-    threshold = tol * b.abs().amax(-1)  # (P,) tol · α_max
-    w_out = torch.zeros(P, d, dtype=dtype, device=device)
-    kkt_out = _kkt_violation(w_out, -b, alpha)  # at w = 0, ∇f(0) = −b
-    conv_out = kkt_out <= threshold
-    iter_out = torch.zeros(P, dtype=torch.int64, device=device)
+    threshold, w_out, kkt_out, conv_out, iter_out = _at_zero(G, b, alpha, tol)
 
     # The working set: only problems that have not converged at w = 0.
     idx = (~conv_out).nonzero().squeeze(-1)  # (P_a,) indices into the P problems

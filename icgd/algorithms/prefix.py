@@ -108,36 +108,50 @@ def _prefix_linear(X: Tensor, y: Tensor, Xq: Tensor, lam: Tensor | None) -> tupl
 
     # Stage 2: prefixes k = d+1 … n, removing the suffixes from the fit on all n points.
     if m > 0:
-        lam_a = 0.0 if lam_m is None else lam_m
-        A = X.transpose(1, 2) @ X + lam_a * torch.eye(d, dtype=dtype, device=device)  # (…, d, d)
-        LA, info_a = torch.linalg.cholesky_ex(A)  # A = L_A L_Aᵀ
-        Xqb = Xq[:, s:] if r > 1 else Xq  # (B, r2, d): queries of prefixes d+1 … n (or one)
-        r2 = Xqb.shape[1]
-        Xs = X[:, s + 1 :].flip(1)  # (B, m−1, d): x_n, x_{n−1}, …, x_{d+2}
-        ys = y[:, s + 1 :].flip(1)  # (B, m−1)
-        rhs = torch.cat([Xs, Xqb, (X * y.unsqueeze(-1)).sum(1, keepdim=True)], 1)  # (B, m+r2, d)
-        sol = torch.linalg.solve_triangular(LA, rhs.transpose(1, 2), upper=False)  # L_A⁻¹ rhsᵀ
-        Q, S, t = sol[..., : m - 1], sol[..., m - 1 : m - 1 + r2], sol[..., -1]  # t: L_A⁻¹ b_n
-        base = (S * t.unsqueeze(-1)).sum(-2)  # (…, r2): x_qᵀ w_n, w_n = A⁻¹ b_n = L_A⁻ᵀ t
-        if m > 1:
-            # Fit without the points S = {k+1 … n}: w_{−S} = w_n − A⁻¹ X_Sᵀ D_S⁻¹ e_S with
-            # D_S = I − X_S A⁻¹ X_Sᵀ and e_S = y_S − X_S w_n. In the reversed order
-            # (x_n, x_{n−1}, …) each S is a leading block: one Cholesky of D for every k.
-            D = torch.eye(m - 1, dtype=dtype, device=device) - Q.transpose(-2, -1) @ Q
-            LD, info_d = torch.linalg.cholesky_ex(D)  # (…, m−1, m−1)
-            resid = ys - (Q * t.unsqueeze(-1)).sum(-2)  # (…, m−1): e = y − X w_n, reversed
-            Sf = S[..., : m - 1].flip(-1) if r2 > 1 else S  # query of prefix n−p in column p−1
-            rhs2 = torch.cat([Q.transpose(-2, -1) @ Sf, resid.unsqueeze(-1)], dim=-1)
-            sol2 = torch.linalg.solve_triangular(LD, rhs2, upper=False)  # (…, m−1, r+1)
-            corr = _prefix_sum(sol2[..., :-1], sol2[..., -1]).flip(-1)  # prefixes d+1 … n−1
-            corr = torch.cat([corr, torch.zeros_like(corr[..., :1])], dim=-1)  # (…, m)
-        else:
-            corr, info_d = torch.zeros_like(base[..., :1]), torch.zeros_like(info_a)
-        pred.append(base - corr)
+        later, info_a, info_d = _later_prefixes(X, y, Xq, lam_m)
+        pred.append(later)
         if dependent is not None:
             dependent = dependent | (info_a != 0) | (info_d != 0)
     out = torch.cat([p.expand(*pred[-1].shape[:-1], p.shape[-1]) for p in pred], dim=-1)
     return out.reshape(-1, B, n), dependent
+
+
+def _later_prefixes(
+    X: Tensor, y: Tensor, Xq: Tensor, lam_m: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Stage 2 of `_prefix_linear` (n > d): predictions (…, n − d) of prefixes k = d+1 … n,
+    by removing the suffixes from the fit on all n points (its docstring), and the Cholesky
+    infos of A and D (nonzero: a factorisation failed)."""
+    B, n, d = X.shape
+    s, m = d, n - d
+    r = Xq.shape[1]
+    dtype, device = X.dtype, X.device
+    lam_a = 0.0 if lam_m is None else lam_m
+    A = X.transpose(1, 2) @ X + lam_a * torch.eye(d, dtype=dtype, device=device)  # (…, d, d)
+    LA, info_a = torch.linalg.cholesky_ex(A)  # A = L_A L_Aᵀ
+    Xqb = Xq[:, s:] if r > 1 else Xq  # (B, r2, d): queries of prefixes d+1 … n (or one)
+    r2 = Xqb.shape[1]
+    Xs = X[:, s + 1 :].flip(1)  # (B, m−1, d): x_n, x_{n−1}, …, x_{d+2}
+    ys = y[:, s + 1 :].flip(1)  # (B, m−1)
+    rhs = torch.cat([Xs, Xqb, (X * y.unsqueeze(-1)).sum(1, keepdim=True)], 1)  # (B, m+r2, d)
+    sol = torch.linalg.solve_triangular(LA, rhs.transpose(1, 2), upper=False)  # L_A⁻¹ rhsᵀ
+    Q, S, t = sol[..., : m - 1], sol[..., m - 1 : m - 1 + r2], sol[..., -1]  # t: L_A⁻¹ b_n
+    base = (S * t.unsqueeze(-1)).sum(-2)  # (…, r2): x_qᵀ w_n, w_n = A⁻¹ b_n = L_A⁻ᵀ t
+    if m > 1:
+        # Fit without the points S = {k+1 … n}: w_{−S} = w_n − A⁻¹ X_Sᵀ D_S⁻¹ e_S with
+        # D_S = I − X_S A⁻¹ X_Sᵀ and e_S = y_S − X_S w_n. In the reversed order
+        # (x_n, x_{n−1}, …) each S is a leading block: one Cholesky of D for every k.
+        D = torch.eye(m - 1, dtype=dtype, device=device) - Q.transpose(-2, -1) @ Q
+        LD, info_d = torch.linalg.cholesky_ex(D)  # (…, m−1, m−1)
+        resid = ys - (Q * t.unsqueeze(-1)).sum(-2)  # (…, m−1): e = y − X w_n, reversed
+        Sf = S[..., : m - 1].flip(-1) if r2 > 1 else S  # query of prefix n−p in column p−1
+        rhs2 = torch.cat([Q.transpose(-2, -1) @ Sf, resid.unsqueeze(-1)], dim=-1)
+        sol2 = torch.linalg.solve_triangular(LD, rhs2, upper=False)  # (…, m−1, r+1)
+        corr = _prefix_sum(sol2[..., :-1], sol2[..., -1]).flip(-1)  # prefixes d+1 … n−1
+        corr = torch.cat([corr, torch.zeros_like(corr[..., :1])], dim=-1)  # (…, m)
+    else:
+        corr, info_d = torch.zeros_like(base[..., :1]), torch.zeros_like(info_a)
+    return base - corr, info_a, info_d
 
 
 def _prefix_ols_pinv(X: Tensor, y: Tensor, Xq: Tensor, rtol: float) -> Tensor:

@@ -127,6 +127,38 @@ def _check_inputs(
     return L, M, N, n
 
 
+def _weighted_moments(
+    seqs: torch.Tensor, w: torch.Tensor, tok: torch.Tensor, valid: torch.Tensor, L: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(p, q, q2)`` (L, M): the weighted first moments of ``Y_p = 1{E_{a,j}}`` and
+    ``Y_q = (#a/n)·1{E_{a,j}}``, and the second moment of ``Y_q``, over the sequences seqs
+    (N, n) with weights w (N,), in chunks of `_CHUNK`; tok, valid (L, M) the padded lists."""
+    N, n = seqs.shape
+    M = tok.shape[1]
+    p = torch.zeros(L, M, dtype=torch.float64)
+    q = torch.zeros(L, M, dtype=torch.float64)
+    q2 = torch.zeros(L, M, dtype=torch.float64)
+    for lo in range(0, N, _CHUNK):
+        s = seqs[lo : lo + _CHUNK]  # (B, n)
+        wb = w[lo : lo + _CHUNK]  # (B,)
+        B = s.shape[0]
+        counts = torch.zeros(B, L, dtype=torch.float64)  # (B, L) #positions holding each token
+        counts.scatter_add_(1, s, torch.ones(B, n, dtype=torch.float64))
+        present = counts > 0  # (B, L) token ∈ s
+        frac = counts / n  # (B, L) #a / n
+        none_before = present.clone()  # (B, L) a ∈ s and a_1..a_{j-1} ∉ s
+        for j in range(M):
+            # hit[b, a]: a ∈ s_b, a_{j+1} (0-based column j) ∈ s_b, no earlier list entry in s_b
+            hit = none_before & present[:, tok[:, j]] & valid[:, j][None, :]  # (B, L)
+            h = hit.to(torch.float64)
+            p[:, j] += wb @ h
+            yq = h * frac  # (B, L)
+            q[:, j] += wb @ yq
+            q2[:, j] += wb @ (yq * yq)
+            none_before &= ~hit
+    return p, q, q2
+
+
 def decision_list_masses(
     lists: torch.Tensor,
     lengths: torch.Tensor,
@@ -155,28 +187,7 @@ def decision_list_masses(
     valid = torch.arange(M)[None, :] < lengths[:, None]  # (L, M)
     tok = lists.clamp(min=0)  # (L, M) padding mapped to token 0, masked by `valid`
 
-    # First and second weighted moments of Y_p = 1{E_{a,j}} and Y_q = (#a/n)·1{E_{a,j}}.
-    p = torch.zeros(L, M, dtype=torch.float64)
-    q = torch.zeros(L, M, dtype=torch.float64)
-    q2 = torch.zeros(L, M, dtype=torch.float64)
-    for lo in range(0, N, _CHUNK):
-        s = seqs[lo : lo + _CHUNK]  # (B, n)
-        wb = w[lo : lo + _CHUNK]  # (B,)
-        B = s.shape[0]
-        counts = torch.zeros(B, L, dtype=torch.float64)  # (B, L) #positions holding each token
-        counts.scatter_add_(1, s, torch.ones(B, n, dtype=torch.float64))
-        present = counts > 0  # (B, L) token ∈ s
-        frac = counts / n  # (B, L) #a / n
-        none_before = present.clone()  # (B, L) a ∈ s and a_1..a_{j-1} ∉ s
-        for j in range(M):
-            # hit[b, a]: a ∈ s_b, a_{j+1} (0-based column j) ∈ s_b, no earlier list entry in s_b
-            hit = none_before & present[:, tok[:, j]] & valid[:, j][None, :]  # (B, L)
-            h = hit.to(torch.float64)
-            p[:, j] += wb @ h
-            yq = h * frac  # (B, L)
-            q[:, j] += wb @ yq
-            q2[:, j] += wb @ (yq * yq)
-            none_before &= ~hit
+    p, q, q2 = _weighted_moments(seqs, w, tok, valid, L)
 
     if sampled:
         # Y_p is binary, so E[Y_p²] = p.
