@@ -66,6 +66,21 @@ class Model(Protocol):
         ...
 
 
+def layer_steps(n_loops: int | None, n_layers: int, looped: bool) -> int:
+    """How many layer applications a forward pass runs: `n_layers` by default; a looped model
+    may run any `n_loops ≥ 0`, a stacked one only its own `n_layers` (else a ValueError)."""
+    if n_loops is None:
+        return n_layers
+    if isinstance(n_loops, bool) or not isinstance(n_loops, int) or n_loops < 0:
+        raise ValueError(f"n_loops must be a non-negative integer, got {n_loops!r}")
+    if not looped and n_loops != n_layers:
+        raise ValueError(
+            f"n_loops={n_loops} given to a stacked model with n_layers={n_layers}; "
+            "only a looped model (config.looped=True) can run a different number of steps"
+        )
+    return n_loops
+
+
 def register_normal_parameters(
     module: nn.Module,
     shapes: dict[str, tuple[int, ...]],

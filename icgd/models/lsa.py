@@ -44,7 +44,7 @@ from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
 from icgd.core.config import Config
-from icgd.models.api import example_regression_prompt, register_normal_parameters
+from icgd.models.api import example_regression_prompt, layer_steps, register_normal_parameters
 from icgd.models.hooks import (
     HookFn,
     HookPoints,
@@ -132,17 +132,7 @@ class LinearSelfAttention(nn.Module):
         return P, Q
 
     def _n_steps(self, n_loops: int | None) -> int:
-        L = self.config.n_layers
-        if n_loops is None:
-            return L
-        if isinstance(n_loops, bool) or not isinstance(n_loops, int) or n_loops < 0:
-            raise ValueError(f"n_loops must be a non-negative integer, got {n_loops!r}")
-        if not self.config.looped and n_loops != L:
-            raise ValueError(
-                f"n_loops={n_loops} given to a stacked model with n_layers={L}; "
-                "only a looped model (config.looped=True) can run a different number of steps"
-            )
-        return n_loops
+        return layer_steps(n_loops, self.config.n_layers, self.config.looped)
 
     def _check_input(self, Z: Tensor) -> None:
         d = self.config.d

@@ -65,7 +65,7 @@ from torch import Tensor, nn
 
 from icgd.core.config import Config
 from icgd.core.td_prompts import build_td_prompt
-from icgd.models.api import example_normal, register_normal_parameters
+from icgd.models.api import example_normal, layer_steps, register_normal_parameters
 from icgd.models.hooks import HookedMixin, HookPoints, NamesFilter
 from icgd.models.plugins import MODELS
 
@@ -170,17 +170,7 @@ class TDTransformer(HookedMixin, nn.Module):
     # ------------------------------------------------------------------------------------- math
 
     def _n_steps(self, n_loops: int | None) -> int:
-        L = self.config.n_layers
-        if n_loops is None:
-            return L
-        if isinstance(n_loops, bool) or not isinstance(n_loops, int) or n_loops < 0:
-            raise ValueError(f"n_loops must be a non-negative integer, got {n_loops!r}")
-        if not self.config.looped and n_loops != L:
-            raise ValueError(
-                f"n_loops={n_loops} given to a stacked model with n_layers={L}; "
-                "only a looped model (config.looped=True) can run a different number of steps"
-            )
-        return n_loops
+        return layer_steps(n_loops, self.config.n_layers, self.config.looped)
 
     def _check_input(self, Z: Tensor) -> None:
         D = self.config.width
