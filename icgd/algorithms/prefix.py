@@ -122,7 +122,7 @@ def _later_prefixes(
     """Stage 2 of `_prefix_linear` (n > d): predictions (…, n − d) of prefixes k = d+1 … n,
     by removing the suffixes from the fit on all n points (its docstring), and the Cholesky
     infos of A and D (nonzero: a factorisation failed)."""
-    B, n, d = X.shape
+    _, n, d = X.shape
     s, m = d, n - d
     r = Xq.shape[1]
     dtype, device = X.dtype, X.device

@@ -177,7 +177,7 @@ def decision_list_masses(
     Batched over sequences (in chunks of 65,536); the only Python loop is over the list index j
     (M iterations), which carries the "no earlier entry present" mask along the lists.
     """
-    L, M, N, n = _check_inputs(lists, lengths, seqs, probs)
+    L, M, N, _ = _check_inputs(lists, lengths, seqs, probs)
     w = probs.to(torch.float64)
     if sampled:
         if N < 2:

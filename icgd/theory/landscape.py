@@ -38,7 +38,6 @@ import torch
 from torch import Tensor
 
 from icgd.core.rng import make_generator
-from icgd.theory.looped_kernel import chunk_sums
 
 _CHUNK = 4_096  # as population_draws: a seed gives the same X there and here
 _GRAD_CHUNK = 4_096  # draws per kernel call in whitened_gradient: summed in this fixed order
@@ -91,6 +90,9 @@ def whitened_gradient(gamma: Tensor, L: int, draws: Tensor) -> tuple[float, Tens
     """
     if L < 1:
         raise ValueError(f"L must be >= 1, got {L}")
+    # here, not at the top: numba costs ~0.2 s to import, and `icgd.theory` stays light without it
+    from icgd.theory.looped_kernel import chunk_sums
+
     g = torch.as_tensor(gamma, dtype=_F64).detach().contiguous().numpy()
     chunks = [c.contiguous().numpy() for c in draws.to(_F64).split(_GRAD_CHUNK)]
     workers = min(torch.get_num_threads(), len(chunks))

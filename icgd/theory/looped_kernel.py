@@ -40,12 +40,10 @@ def _draw(g, s, L, powers, T, U, V, grad):
     powers[k] = M^k (powers[0] = I), T the adjoint recursion, U and V scratch products.
     """
     d = g.shape[0]
+    _matmul(g, s, V)
     for i in range(d):  # M = I − Γ S̃
         for j in range(d):
-            acc = 0.0
-            for k in range(d):
-                acc += g[i, k] * s[k, j]
-            powers[1, i, j] = (1.0 if i == j else 0.0) - acc
+            powers[1, i, j] = (1.0 if i == j else 0.0) - V[i, j]
     for p in range(2, L + 1):
         _matmul(powers[p - 1], powers[1], powers[p])
     E = powers[L]

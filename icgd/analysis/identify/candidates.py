@@ -50,9 +50,8 @@ from icgd.analysis.identify.fitting import (
     FitData,
     StepFit,
     chunked_loss,
-    polish,
     product_grid,
-    zoom,
+    zoom_and_polish,
 )
 from icgd.analysis.identify.spectral import (
     Spectrum,
@@ -153,32 +152,24 @@ class SpectralCandidate:
         grid = product_grid(axes)  # (Q, P)
         spacing = torch.tensor([(a[-1] - a[0]).item() / (len(a) - 1) for a in axes]).double()
         coarse = self.coarse(spec, grid, target)  # (K, Q)
-        ks = self.steps or (None,)
         upper = None if self.upper is None else torch.tensor(self.upper).double()
-        best = coarse.min(dim=1).values  # (K,)
+        d = spec.s.shape[-1]
         # Zoom every k by default: the coarse grid alone can rank the k of a sharp fit (Newton,
         # whose loss moves with α^(2^k)) below others (tested).
-        tried = torch.argsort(best)[: self.n_zoom].tolist()
-        zoomed = {}
-        d = spec.s.shape[-1]
-        for i in tried:
-            loss = chunked_loss(partial(self._grid_predictions, spec, ks[i]), target, d)
-            start = grid[int(torch.argmin(coarse[i]))]
-            zoomed[i] = zoom(
-                loss,
-                start,
-                spacing,
-                rounds=self.zoom_rounds,
-                points=self.zoom_points,
-                best_loss=best[i].item(),
-            )
-        order = sorted(tried, key=lambda i: zoomed[i][1])[: self.n_polish]
-        fits = []
-        for i in order:
-            predict = partial(self._predict_one, spec, ks[i])
-            theta, value = polish(predict, target, zoomed[i][0], upper=upper)
-            fits.append(StepFit(steps=ks[i], theta=theta, loss=value, predict=predict))
-        return fits
+        return zoom_and_polish(
+            self.steps or (None,),
+            coarse,
+            grid,
+            spacing,
+            lambda k: chunked_loss(partial(self._grid_predictions, spec, k), target, d),
+            lambda k: partial(self._predict_one, spec, k),
+            target,
+            n_polish=self.n_polish,
+            n_zoom=self.n_zoom,
+            rounds=self.zoom_rounds,
+            points=self.zoom_points,
+            upper=upper,
+        )
 
 
 class GradientDescent(SpectralCandidate):

@@ -237,6 +237,43 @@ def bootstrap_weights(B: int, R: int, generator: torch.Generator) -> Tensor:
     return counts / B
 
 
+def zoom_and_polish(
+    ks: Sequence[int | None],
+    coarse: Tensor,
+    grid: Tensor,
+    spacing: Tensor,
+    grid_loss: Callable[[int | None], Callable[[Tensor], Tensor]],
+    predict: Callable[[int | None], Callable[[Tensor], Tensor]],
+    target: Tensor,
+    *,
+    n_polish: int,
+    n_zoom: int | None = None,
+    rounds: int = 6,
+    points: int = 9,
+    upper: Tensor | None = None,
+) -> list[StepFit]:
+    """After a coarse grid: zoom the `n_zoom` best k (all by default) from their best grid
+    point, then `polish` the `n_polish` best zoomed k. One StepFit per polished k.
+
+    ks: the k of each row of coarse (K, Q), the losses at grid (Q, P); spacing (P,): the grid's;
+    grid_loss(k): θ (Q', P) → losses (Q',); predict(k): θ (P,) → predictions (B,).
+    """
+    best = coarse.min(dim=1).values  # (K,)
+    tried = torch.argsort(best)[:n_zoom].tolist()
+    zoomed = {}
+    for i in tried:
+        start = grid[int(torch.argmin(coarse[i]))]
+        zoomed[i] = zoom(
+            grid_loss(ks[i]), start, spacing, rounds=rounds, points=points, best_loss=best[i].item()
+        )
+    fits = []
+    for i in sorted(tried, key=lambda i: zoomed[i][1])[:n_polish]:
+        predict_k = predict(ks[i])
+        theta, value = polish(predict_k, target, zoomed[i][0], upper=upper)
+        fits.append(StepFit(steps=ks[i], theta=theta, loss=value, predict=predict_k))
+    return fits
+
+
 def _newton_steps(fit: StepFit, err: Tensor, weights: Tensor) -> Tensor:
     """`θ̂ − H_r⁻¹ g_r` for every resample (module docstring): (R, P)."""
     P = fit.theta.shape[0]

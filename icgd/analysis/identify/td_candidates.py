@@ -49,8 +49,7 @@ from icgd.analysis.identify.fitting import (
     FitData,
     StepFit,
     chunked_loss,
-    polish,
-    zoom,
+    zoom_and_polish,
 )
 from icgd.analysis.identify.identify import CANDIDATE_FAMILIES
 from icgd.analysis.identify.preconditioned import PreconditionedGD, fit_shared_matrix
@@ -123,17 +122,16 @@ class ScalarStepTD:
                 dim=1,
             )
         spacing = torch.tensor([(axis[1] - axis[0]).item()], dtype=torch.float64)
-        zoomed = {}
-        for k in self.steps:
-            loss = chunked_loss(partial(self._grid, A, b, phi_q, k), target, d)
-            i = int(torch.argmin(coarse[k]))
-            zoomed[k] = zoom(loss, axis[i : i + 1], spacing, best_loss=coarse[k, i].item())
-        fits = []
-        for k in sorted(self.steps, key=lambda k: zoomed[k][1])[: self.n_polish]:
-            predict = partial(self._one, A, b, phi_q, k)
-            theta, value = polish(predict, target, zoomed[k][0])
-            fits.append(StepFit(steps=k, theta=theta, loss=value, predict=predict))
-        return fits
+        return zoom_and_polish(
+            self.steps,
+            coarse[list(self.steps)],
+            axis.unsqueeze(-1),
+            spacing,
+            lambda k: chunked_loss(partial(self._grid, A, b, phi_q, k), target, d),
+            lambda k: partial(self._one, A, b, phi_q, k),
+            target,
+            n_polish=self.n_polish,
+        )
 
     def parameters(self, theta: Tensor) -> dict[str, Tensor]:
         return {"alpha": theta[..., 0].exp()}
